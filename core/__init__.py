@@ -1,0 +1,151 @@
+"""The platform: application factory, configuration, tenancy, errors, API set-up and CLI."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flask import Flask, g, request
+from redis import Redis
+
+from core.config import Settings, load_settings
+
+logger = logging.getLogger("lango.requests")
+
+
+def create_app(config: dict | Settings | None = None) -> Flask:
+    """Build the web application. `config` overrides the environment (tests pass a dict)."""
+    settings = config if isinstance(config, Settings) else load_settings(config)
+
+    from core.logs import configure_logging
+
+    configure_logging(settings.LOG_LEVEL)
+
+    app = Flask(__name__)
+    app.config.update(_flask_config(settings))
+    app.extensions["lango.settings"] = settings
+    app.extensions["lango.redis"] = Redis.from_url(settings.REDIS_URL)
+
+    # Request hooks first: authentication must run before Flask-Limiter's before_request
+    # hook, so that limits are counted per API key.
+    _register_request_hooks(app)
+    _init_extensions(app, settings)
+    _register_blueprints(app)
+
+    from core.errors import register_error_handlers
+
+    register_error_handlers(app)
+    return app
+
+
+def _flask_config(settings: Settings) -> dict:
+    return {
+        "SECRET_KEY": settings.SECRET_KEY,
+        "SQLALCHEMY_DATABASE_URI": settings.DATABASE_URL,
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "pool_size": settings.DB_POOL_SIZE,
+            "pool_pre_ping": True,
+            "pool_recycle": settings.DB_POOL_RECYCLE_SECONDS,
+            # The fail-closed default: no tenant schema is ever on the connection's path.
+            "connect_args": {"options": "-c search_path=public"},
+        },
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+        "API_TITLE": "Lango API",
+        "API_VERSION": "v1",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "OPENAPI_SWAGGER_UI_PATH": "/docs",
+        "OPENAPI_SWAGGER_UI_URL": "/docs/assets/",
+        "API_SPEC_OPTIONS": {
+            "info": {
+                "description": "Collect money with M-Pesa STK push through one REST API. "
+                "Authenticate with `Authorization: Bearer sk_test_…`."
+            },
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk_…"}
+                }
+            },
+            "security": [{"bearerAuth": []}],
+        },
+        "RATELIMIT_ENABLED": settings.RATELIMIT_ENABLED,
+        "RATELIMIT_STORAGE_URI": _limits_storage_uri(settings.REDIS_URL),
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "RATELIMIT_STRATEGY": "moving-window",
+        "RATELIMIT_APPLICATION": settings.RATELIMIT_API_KEY,
+    }
+
+
+def _limits_storage_uri(redis_url: str) -> str:
+    # The `limits` library names a Redis unix socket `redis+unix://`.
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
+def _init_extensions(app: Flask, settings: Settings) -> None:
+    from core.extensions import api, db, limiter, login_manager, migrate
+    from core.migrations import PUBLIC_MIGRATIONS
+
+    db.init_app(app)
+    # Flask-Migrate drives the public tree (`lango alembic …` for revisions);
+    # core.migrations drives the per-tenant tree.
+    migrate.init_app(app, db, directory=str(PUBLIC_MIGRATIONS), command="alembic")
+    login_manager.init_app(app)
+    api.init_app(app)
+    limiter.init_app(app)
+
+
+def _register_blueprints(app: Flask) -> None:
+    """Every blueprint, in one place."""
+    from core.api import docs_assets
+    from core.extensions import api
+    from core.health import blp as health
+    from tenants.api import api_keys, signup, tenant
+
+    app.register_blueprint(docs_assets)
+    for blueprint in (health, signup, tenant, api_keys):
+        api.register_blueprint(blueprint)
+
+
+def _register_request_hooks(app: Flask) -> None:
+    from core.tenancy import clear_stale_binding, leave_tenant
+    from tenants.auth import authenticate_request
+
+    @app.before_request
+    def assign_request_id() -> None:
+        g.request_id = "req_" + secrets.token_hex(12)
+        if clear_stale_binding():
+            # A binding left over from an earlier request on this thread would be a leak.
+            logger.error("tenant binding found at request start; cleared")
+
+    @app.before_request
+    def authenticate() -> None:
+        blueprint = app.blueprints.get(request.blueprint or "")
+        if getattr(blueprint, "authenticated", False):
+            authenticate_request()
+
+    @app.after_request
+    def expose_request_id(response):
+        response.headers["Request-Id"] = g.get("request_id", "")
+        return response
+
+    @app.teardown_request
+    def leave_tenant_scope(error=None) -> None:
+        token = g.pop("tenant_token", None)
+        if token is not None:
+            leave_tenant(token)
+
+    @app.after_request
+    def log_request(response):
+        logger.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "tenant_id": getattr(g.get("caller"), "tenant_id", None),
+            },
+        )
+        return response

@@ -1,0 +1,183 @@
+"""The REST API's shared machinery: flask-smorest set-up, request parsing that fails in
+Lango's error shape, the error schema for the OpenAPI document, common fields, cursor
+pagination, and the offline Swagger UI at /docs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import flask_smorest
+import swagger_ui_bundle
+from flask import Blueprint as FlaskBlueprint
+from flask import send_from_directory
+from marshmallow import Schema, fields, validate
+from webargs.flaskparser import FlaskParser
+
+from core.errors import ValidationFailed
+
+_MISSING = "Missing data for required field."
+
+
+def _flatten(messages, prefix: str = "") -> dict[str, list[str]]:
+    """{"json": {"a": {"b": ["x"]}}} → {"a.b": ["x"]}; schema-level errors under "_schema"."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, list):
+        flat[prefix or "_schema"] = [str(message) for message in messages]
+        return flat
+    for key, value in messages.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        flat.update(_flatten(value, name))
+    return flat
+
+
+def validation_error(messages: dict) -> ValidationFailed:
+    if set(messages) <= {"json", "query", "headers", "view_args", "form", "files", "querystring"}:
+        messages = {k: v for location in messages.values() for k, v in _unwrap(location).items()}
+    errors = _flatten(messages)
+    param, first = next(iter(errors.items()))
+    missing = all(_MISSING in problems for problems in errors.values())
+    subject = "The request body" if param == "_schema" else param
+    return ValidationFailed(
+        f"{subject}: {first[0]}"
+        if len(errors) == 1
+        else f"{len(errors)} parameters are invalid (first, {subject}: {first[0]})",
+        code="parameter_missing" if missing else "parameter_invalid",
+        param=None if param == "_schema" else param,
+        errors=errors,
+    )
+
+
+def _unwrap(location_messages) -> dict:
+    return (
+        location_messages if isinstance(location_messages, dict) else {"_schema": location_messages}
+    )
+
+
+class LangoParser(FlaskParser):
+    """webargs parser that raises ValidationFailed (400, every field named) instead of
+    flask-smorest's 422."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def handle_error(self, error, req, schema, *, error_status_code, error_headers):
+        raise validation_error(error.messages)
+
+    def _handle_invalid_json_error(self, error, req, *args, **kwargs):
+        raise ValidationFailed("The request body is not valid JSON.", code="invalid_json")
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest Blueprint parsing with LangoParser. `authenticated=True` (the default)
+    makes every route require an API key; the app's before_request hook enforces it."""
+
+    ARGUMENTS_PARSER = LangoParser()
+
+    def __init__(self, *args, authenticated: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.authenticated = authenticated
+
+
+class ApiErrorDetailSchema(Schema):
+    type = fields.String(required=True, metadata={"example": "invalid_request_error"})
+    code = fields.String(required=True, metadata={"example": "parameter_invalid"})
+    message = fields.String(required=True)
+    param = fields.String(metadata={"description": "The offending field, when there is one"})
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Every invalid field with its problems"},
+    )
+    request_id = fields.String(required=True, metadata={"example": "req_01j..."})
+
+
+class ApiErrorSchema(Schema):
+    error = fields.Nested(ApiErrorDetailSchema, required=True)
+
+
+class LangoApi(flask_smorest.Api):
+    ERROR_SCHEMA = ApiErrorSchema
+
+
+def errors(blueprint: flask_smorest.Blueprint, *statuses: int):
+    """Document error responses (in Lango's error shape) on an endpoint."""
+    descriptions = {
+        400: "Invalid parameters (every field named)",
+        401: "Missing, unknown, revoked or expired API key",
+        402: "Quota exceeded",
+        403: "Not permitted (e.g. tenant suspended)",
+        404: "No such object",
+        409: "Conflict",
+        429: "Rate limited (Retry-After given)",
+        502: "Upstream (Daraja) error",
+        503: "Upstream unavailable",
+    }
+
+    def decorate(func):
+        for status in statuses:
+            func = blueprint.alt_response(
+                status, schema=ApiErrorSchema, description=descriptions.get(status, "Error")
+            )(func)
+        return func
+
+    return decorate
+
+
+class UtcDateTime(fields.DateTime):
+    """ISO 8601 in UTC with a `Z`, as the API promises for every time."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ListQuerySchema(Schema):
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    starting_after = fields.String()
+    ending_before = fields.String()
+
+
+def list_schema(item_schema: type[Schema], name: str) -> type[Schema]:
+    return Schema.from_dict(
+        {
+            "object": fields.Constant("list"),
+            "data": fields.List(fields.Nested(item_schema)),
+            "has_more": fields.Boolean(),
+        },
+        name=name,
+    )
+
+
+def paginate(statement, id_column, *, limit: int, starting_after=None, ending_before=None):
+    """Run a select with cursor pagination over ids that sort by creation (ULIDs), newest
+    first. `starting_after` pages towards older objects, `ending_before` towards newer ones.
+    Returns the list envelope `{"object": "list", "data": [...], "has_more": bool}`."""
+    from core.extensions import db
+
+    if starting_after and ending_before:
+        raise ValidationFailed(
+            "Use starting_after or ending_before, not both.", param="ending_before"
+        )
+    if ending_before:
+        statement = statement.where(id_column > ending_before).order_by(id_column.asc())
+        rows = db.session.scalars(statement.limit(limit + 1)).all()
+        return {"object": "list", "data": rows[:limit][::-1], "has_more": len(rows) > limit}
+    if starting_after:
+        statement = statement.where(id_column < starting_after)
+    rows = db.session.scalars(statement.order_by(id_column.desc()).limit(limit + 1)).all()
+    return {"object": "list", "data": rows[:limit], "has_more": len(rows) > limit}
+
+
+SWAGGER_ASSETS_URL = "/docs/assets/"
+
+docs_assets = FlaskBlueprint("docs_assets", __name__)
+
+
+@docs_assets.get(f"{SWAGGER_ASSETS_URL}<path:filename>")
+def swagger_asset(filename: str):
+    # Swagger UI served from the installed package, so /docs works with no internet.
+    return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename, max_age=86400)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

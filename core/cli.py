@@ -1,0 +1,277 @@
+"""`lango`: the operator's one command (a Flask CLI group on the app factory).
+
+lango up             the whole platform (embedded servers unless URLs are given)
+lango worker         an RQ worker
+lango db upgrade     public schema, then every tenant schema behind head
+lango db status      is everything at head? (reads the registry; milliseconds)
+lango tenants …      tenant operations
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+from dotenv import load_dotenv
+from flask import current_app
+from flask.cli import FlaskGroup
+
+from core import create_app
+from core.embedded import DEFAULT_DATA_DIR, start_embedded
+
+
+def _create_app():
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
+def main() -> None:
+    """Lango: self-hosted M-Pesa payments."""
+
+
+@main.group()
+def db() -> None:
+    """Schema migrations for the public schema and every tenant schema."""
+
+
+@db.command("upgrade")
+@click.option("--workers", type=int, default=None, help="Tenants migrated in parallel.")
+@click.option("--quiet", is_flag=True, help="Print failures and the summary only.")
+def db_upgrade(workers: int | None, quiet: bool) -> None:
+    """Upgrade public, then each tenant behind head (one transaction per tenant)."""
+    from core.extensions import db as database
+
+    settings = current_app.extensions["lango.settings"]
+    started = time.perf_counter()
+    upgrade_public()
+    click.echo(f"public: at {_public_revision()}")
+
+    def report(result) -> None:
+        if result.ok and not quiet:
+            click.echo(
+                f"{result.tenant_id} {result.schema}: {result.from_revision or 'new'} -> "
+                f"{result.to_revision} ok ({result.seconds * 1000:.0f} ms)"
+            )
+        elif not result.ok:
+            click.echo(f"{result.tenant_id} {result.schema}: FAILED: {result.error}", err=True)
+
+    from core.migrations import summarize, upgrade_tenants
+
+    results = upgrade_tenants(
+        database.engine,
+        workers=workers or settings.MIGRATION_WORKERS,
+        lock_timeout_ms=settings.MIGRATION_LOCK_TIMEOUT_MS,
+        statement_timeout_ms=settings.MIGRATION_STATEMENT_TIMEOUT_MS,
+        report=report,
+    )
+    upgraded, failed = summarize(results)
+    click.echo(
+        f"tenants: {upgraded} upgraded, {failed} failed in {time.perf_counter() - started:.2f} s"
+    )
+    if failed:
+        click.echo("Rerun `lango db upgrade` after fixing: it resumes with those behind.", err=True)
+        sys.exit(1)
+
+
+@db.command("status")
+def db_status() -> None:
+    """Say whether the public schema and every tenant schema are at head (exit 1 if not)."""
+    from core.extensions import db as database
+    from core.migrations import migration_status
+
+    started = time.perf_counter()
+    status = migration_status(database.engine)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    click.echo(f"public: {status.public_revision or 'empty'} (head {status.public_head})")
+    click.echo(
+        f"tenants: {status.tenants - status.tenants_behind}/{status.tenants} at head "
+        f"{status.tenant_head}"
+    )
+    click.echo(f"{'all at head' if status.at_head else 'NOT at head'} ({elapsed_ms:.1f} ms)")
+    sys.exit(0 if status.at_head else 1)
+
+
+@db.command("revision")
+@click.option("-m", "--message", required=True)
+@click.option("--tenant", "tenant_tree", is_flag=True, help="Write a tenant-tree revision.")
+@click.option("--autogenerate", is_flag=True)
+def db_revision(message: str, tenant_tree: bool, autogenerate: bool) -> None:
+    """Write a new revision for the public tree (default) or the tenant tree."""
+    from alembic import command
+    from alembic.config import Config
+
+    from core.migrations import PUBLIC_MIGRATIONS, TENANT_MIGRATIONS
+
+    location = TENANT_MIGRATIONS if tenant_tree else PUBLIC_MIGRATIONS
+    config = Config(str(location / "alembic.ini"))
+    config.set_main_option("script_location", str(location))
+    command.revision(config, message=message, autogenerate=autogenerate)
+
+
+def upgrade_public() -> None:
+    import flask_migrate
+
+    from core.migrations import PUBLIC_MIGRATIONS
+
+    flask_migrate.upgrade(directory=str(PUBLIC_MIGRATIONS))
+
+
+def _public_revision() -> str | None:
+    from core.extensions import db as database
+    from core.migrations import migration_status
+
+    return migration_status(database.engine).public_revision
+
+
+@main.group()
+def tenants() -> None:
+    """Tenant operations."""
+
+
+@tenants.command("demo")
+def tenants_demo() -> None:
+    """Create (or reuse) the demo tenant and print a fresh test key for it."""
+    from tenants.service import ensure_demo_tenant
+
+    tenant, issued = ensure_demo_tenant()
+    click.echo(f"demo tenant {tenant.id} ({tenant.business_name})")
+    click.echo(f"test key: {issued.secret}")
+
+
+@main.command("worker")
+@click.option("--queues", default="webhooks,default,billing", show_default=True)
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+def worker(queues: str, burst: bool) -> None:
+    """Run an RQ worker (non-forking: jobs are cheap and enter their own tenant scope)."""
+    from rq import Queue, SimpleWorker
+
+    connection = current_app.extensions["lango.redis"]
+    names = [name.strip() for name in queues.split(",") if name.strip()]
+    rq_worker = SimpleWorker(
+        [Queue(name, connection=connection) for name in names], connection=connection
+    )
+    rq_worker.work(burst=burst, with_scheduler=False)
+
+
+@main.command("up", with_appcontext=False)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--web-workers", default=2, show_default=True, type=int)
+@click.option(
+    "--data-dir",
+    default=str(DEFAULT_DATA_DIR),
+    show_default=True,
+    help="Where the embedded servers keep their data.",
+)
+def up(host: str, port: int, web_workers: int, data_dir: str) -> None:
+    """Run the whole platform: migrate, create the demo tenant, start every process.
+
+    Without DATABASE_URL / REDIS_URL it starts embedded PostgreSQL and Redis under
+    --data-dir. Ctrl-C stops every process, then the embedded servers.
+    """
+    load_dotenv(override=False)
+    embedded = None
+    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
+        click.echo(f"Starting embedded PostgreSQL and Redis in {data_dir} …")
+        embedded = start_embedded(Path(data_dir))
+        os.environ.setdefault("DATABASE_URL", embedded.database_url)
+        os.environ.setdefault("REDIS_URL", embedded.redis_url)
+    os.environ.setdefault("SECRET_KEY", _development_secret(Path(data_dir)))
+    os.environ.setdefault("LANGO_ENV", "development")
+    _write_runtime_env(Path(data_dir))
+
+    processes: list[tuple[str, subprocess.Popen]] = []
+    try:
+        _run(["db", "upgrade", "--quiet"])
+        _run(["tenants", "demo"])
+        lango = [sys.executable, "-m", "core.cli"]
+        processes = [
+            (
+                "web",
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gunicorn",
+                        "wsgi:app",
+                        "--bind",
+                        f"{host}:{port}",
+                        "--workers",
+                        str(web_workers),
+                        "--access-logfile",
+                        "-",
+                        "--graceful-timeout",
+                        "10",
+                    ]
+                ),
+            ),
+            ("worker", subprocess.Popen([*lango, "worker"])),
+        ]
+        click.echo(f"Lango is up: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+        click.echo(f"Other shells: `set -a; . {data_dir}/lango.env; set +a` then any lango command")
+        _supervise(processes)
+    finally:
+        _stop(processes)
+        if embedded is not None:
+            embedded.stop()
+            click.echo("Embedded servers stopped.")
+
+
+def _run(args: list[str]) -> None:
+    subprocess.run([sys.executable, "-m", "core.cli", *args], check=True)
+
+
+def _supervise(processes: list[tuple[str, subprocess.Popen]]) -> None:
+    stopping = False
+
+    def request_stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stopping:
+        for name, process in processes:
+            if process.poll() is not None:
+                click.echo(f"{name} exited with {process.returncode}; stopping.", err=True)
+                return
+        time.sleep(0.2)
+    click.echo("Stopping …")
+
+
+def _stop(processes: list[tuple[str, subprocess.Popen]]) -> None:
+    for _, process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for _, process in processes:
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _development_secret(data_dir: Path) -> str:
+    """A SECRET_KEY kept in the data folder, so sessions survive restarts in development."""
+    path = data_dir / "secret_key"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _write_runtime_env(data_dir: Path) -> None:
+    path = data_dir / "lango.env"
+    names = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "LANGO_ENV")
+    path.write_text("".join(f"{name}={os.environ[name]}\n" for name in names))
+    path.chmod(0o600)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Domain errors and the one place that turns any failure into Lango's error shape.
+
+    {"error": {"type", "code", "message", "param"?, "errors"?, "request_id"}}
+
+Services raise `LangoError` subclasses and never know about HTTP; this module maps them,
+werkzeug's HTTP errors (404/405/413 …), validation failures and unexpected exceptions to
+that shape. An unexpected exception is logged with its request id and answered 500 with the
+same id and no detail.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger("lango.errors")
+
+
+class LangoError(Exception):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+    message = "The request is invalid."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        errors: dict | None = None,
+        headers: dict | None = None,
+        **details,
+    ):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.code = code or self.code
+        self.param = param
+        self.errors = errors
+        self.headers = headers or {}
+        self.details = details
+
+
+class ValidationFailed(LangoError):
+    code = "parameter_invalid"
+    message = "The request has invalid parameters."
+
+
+class AuthenticationFailed(LangoError):
+    status = 401
+    type = "authentication_error"
+    code = "api_key_invalid"
+    message = "Invalid API key."
+
+
+class PermissionDenied(LangoError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+    message = "This key may not do that."
+
+
+class TenantSuspended(PermissionDenied):
+    code = "tenant_suspended"
+    message = "This account is suspended; contact support."
+
+
+class NotFound(LangoError):
+    status = 404
+    code = "resource_missing"
+    message = "No such object."
+
+
+class Conflict(LangoError):
+    status = 409
+    code = "conflict"
+
+
+class RateLimited(LangoError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+    message = "Too many requests; slow down and retry after the Retry-After interval."
+
+
+class ServiceUnavailable(LangoError):
+    status = 503
+    type = "api_error"
+    code = "service_unavailable"
+    message = "The service is temporarily unavailable."
+
+
+# werkzeug's HTTP errors by status: (type, code, message)
+_HTTP_ERRORS = {
+    400: ("invalid_request_error", "invalid_request", "The request could not be understood."),
+    401: ("authentication_error", "api_key_invalid", "Authentication is required."),
+    403: ("permission_error", "permission_denied", "Forbidden."),
+    404: ("invalid_request_error", "resource_missing", "No such route."),
+    405: ("invalid_request_error", "method_not_allowed", "That method is not allowed here."),
+    406: ("invalid_request_error", "not_acceptable", "This endpoint answers JSON only."),
+    413: ("invalid_request_error", "body_too_large", "The request body is too large."),
+    415: ("invalid_request_error", "unsupported_media_type", "Send JSON (application/json)."),
+}
+
+
+def error_body(
+    status: int,
+    type_: str,
+    code: str,
+    message: str,
+    *,
+    param: str | None = None,
+    errors: dict | None = None,
+    **details,
+) -> dict:
+    error = {"type": type_, "code": code, "message": message}
+    if param:
+        error["param"] = param
+    if errors:
+        error["errors"] = errors
+    error.update(details)
+    error["request_id"] = getattr(g, "request_id", None)
+    return {"error": error}
+
+
+def _respond(status: int, body: dict, headers: dict | None = None):
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def handle_lango_error(error: LangoError):
+    body = error_body(
+        error.status,
+        error.type,
+        error.code,
+        error.message,
+        param=error.param,
+        errors=error.errors,
+        **error.details,
+    )
+    return _respond(error.status, body, error.headers)
+
+
+def handle_http_exception(error: HTTPException):
+    status = error.code or 500
+    if status == 429:
+        return _rate_limited(error)
+    type_, code, message = _HTTP_ERRORS.get(
+        status, ("invalid_request_error" if status < 500 else "api_error", "http_error", None)
+    )
+    headers = {}
+    if status == 405 and error.valid_methods:
+        headers["Allow"] = ", ".join(error.valid_methods)
+    return _respond(status, error_body(status, type_, code, message or error.description), headers)
+
+
+def _rate_limited(error: HTTPException):
+    limit = getattr(error, "limit", None)
+    described = f" ({limit.limit})" if limit is not None else ""
+    response = _respond(
+        429, error_body(429, RateLimited.type, RateLimited.code, RateLimited.message + described)
+    )
+    # Flask-Limiter injects Retry-After and X-RateLimit-* onto this response afterwards.
+    return response
+
+
+def handle_unexpected(error: Exception):
+    if isinstance(error, HTTPException):
+        return handle_http_exception(error)
+    logger.exception("unhandled error", extra={"error_class": type(error).__name__})
+    return _respond(
+        500,
+        error_body(
+            500,
+            "api_error",
+            "internal_error",
+            "Something went wrong on our side; quote the request_id if you contact us.",
+        ),
+    )
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(LangoError, handle_lango_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,1 @@
+"""Tenants: businesses on the platform, their members, API keys and lifecycle."""

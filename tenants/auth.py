@@ -1,0 +1,30 @@
+"""API key authentication for `/v1`: `Authorization: Bearer sk_…` → the calling tenant.
+
+The key is resolved on a short platform query that is committed before the request's tenant
+binding is set, so the request's own transactions all run in the tenant's schema.
+"""
+
+from __future__ import annotations
+
+from flask import g, request
+
+from core.errors import AuthenticationFailed
+from core.tenancy import enter_tenant
+from tenants.service import Caller, authenticate
+
+
+def authenticate_request() -> Caller:
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise AuthenticationFailed(
+            "No API key provided. Send it as `Authorization: Bearer sk_test_…`.",
+            code="api_key_missing",
+        )
+    caller = authenticate(secret.strip())
+    g.caller = caller
+    g.tenant_token = enter_tenant(caller.tenant_id)
+    return caller
+
+
+def current_caller() -> Caller:
+    return g.caller

@@ -1,0 +1,95 @@
+"""Platform (public-schema) models: tenants, their members and API keys."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, Enum, ForeignKey, String, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.extensions import db
+
+
+class TenantStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class MemberRole(enum.StrEnum):
+    OWNER = "owner"
+    DEVELOPER = "developer"
+
+
+def _enum(enum_class: type[enum.Enum], name: str) -> Enum:
+    # Stored as text with a CHECK constraint: adding a value is a cheap migration.
+    return Enum(
+        enum_class,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=20,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Tenant(db.Model):
+    __tablename__ = "tenants"
+    __table_args__ = {"schema": "public"}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    business_name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[TenantStatus] = mapped_column(
+        _enum(TenantStatus, "tenant_status"), default=TenantStatus.ACTIVE
+    )
+    plan: Mapped[str] = mapped_column(String(40))
+    # Live mode stays off until compliance approves the tenant.
+    live_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The registry: where the tenant's data lives and at which tenant-tree revision.
+    schema_name: Mapped[str] = mapped_column(String(63), unique=True)
+    schema_revision: Mapped[str | None] = mapped_column(String(40))
+    schema_migrated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Which database/shard holds the schema; one today, recorded for scale-out.
+    shard: Mapped[str] = mapped_column(String(40), default="default")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    @property
+    def is_active(self) -> bool:
+        return self.status is TenantStatus.ACTIVE
+
+
+class Member(db.Model):
+    __tablename__ = "members"
+    __table_args__ = {"schema": "public"}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("public.tenants.id"), index=True)
+    # Stored lower-cased; one person signs in to one tenant with one email.
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[MemberRole] = mapped_column(_enum(MemberRole, "member_role"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApiKey(db.Model):
+    __tablename__ = "api_keys"
+    __table_args__ = {"schema": "public"}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("public.tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    livemode: Mapped[bool] = mapped_column(Boolean)
+    # SHA-256 of the secret. Secrets carry 190 random bits, so a fast hash is safe here and
+    # keeps authentication to one indexed lookup.
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(20))
+    last4: Mapped[str] = mapped_column(String(4))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the key is rolled with a grace period: valid until then, refused after.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rolled_into_id: Mapped[str | None] = mapped_column(String(40))

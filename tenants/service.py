@@ -1,0 +1,254 @@
+"""Tenant lifecycle and API keys: sign-up with schema provisioning, key issue, roll, revoke
+and authentication. Plain functions; no HTTP here."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from argon2 import PasswordHasher
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from core.api import paginate
+from core.errors import AuthenticationFailed, Conflict, NotFound, TenantSuspended
+from core.extensions import db
+from core.ids import new_id
+from core.migrations import provision_schema
+from core.tenancy import schema_name_for
+from tenants.models import ApiKey, Member, MemberRole, Tenant, TenantStatus
+
+DEFAULT_PLAN = "free"
+# Plans arrive with billing; until then every tenant is on the default one.
+PLANS = (DEFAULT_PLAN,)
+MAX_ROLL_GRACE = timedelta(hours=24)
+# How stale `last_used_at` may get: one write per key per minute, not one per request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+_SECRET_LENGTH = 32  # 32 base62 characters ≈ 190 bits
+_password_hasher = PasswordHasher()
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+    message = "An account with this email already exists."
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key as created: the only moment its secret exists outside the caller's hands."""
+
+    key: ApiKey
+    secret: str
+
+    def __getattr__(self, name: str):
+        # Serialises like the key itself, plus `secret`.
+        return getattr(self.key, name)
+
+
+@dataclass(frozen=True)
+class SignUp:
+    tenant: Tenant
+    owner: Member
+    issued: IssuedKey
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who an authenticated request is: resolved from the platform tables before any tenant
+    transaction starts, and plain data so it outlives that short query."""
+
+    tenant_id: str
+    key_id: str
+    livemode: bool
+    live_enabled: bool
+
+
+def sign_up(business_name: str, email: str, password: str, plan: str | None = None) -> SignUp:
+    """Create a tenant, its owner and a first test key, and provision its schema at head —
+    all in one transaction: on any failure nothing of it remains.
+
+    Raises EmailTaken if the email already belongs to a member (also under a race).
+    """
+    tenant_id = new_id("ten")
+    tenant = Tenant(
+        id=tenant_id,
+        business_name=business_name.strip(),
+        status=TenantStatus.ACTIVE,
+        plan=plan or DEFAULT_PLAN,
+        live_enabled=False,
+        schema_name=schema_name_for(tenant_id),
+        shard="default",
+    )
+    owner = Member(
+        id=new_id("mem"),
+        tenant_id=tenant_id,
+        email=normalize_email(email),
+        password_hash=_password_hasher.hash(password),
+        role=MemberRole.OWNER,
+    )
+    if db.session.scalar(select(Member.id).where(Member.email == owner.email)):
+        raise EmailTaken(param="email")
+    try:
+        db.session.add(tenant)
+        db.session.flush()  # the tenant row first: members and keys reference it
+        db.session.add(owner)
+        issued = _new_key(tenant_id, livemode=False, name="Default test key")
+        db.session.flush()
+        tenant.schema_revision = provision_schema(db.session.connection(), tenant.schema_name)
+        tenant.schema_migrated_at = datetime.now(UTC)
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        if "uq_members_email" in str(exc.orig):
+            raise EmailTaken(param="email") from None
+        raise
+    except Exception:
+        db.session.rollback()
+        raise
+    return SignUp(tenant=tenant, owner=owner, issued=issued)
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def verify_password(member: Member, password: str) -> bool:
+    try:
+        return _password_hasher.verify(member.password_hash, password)
+    except Exception:
+        return False
+
+
+def get_tenant(tenant_id: str) -> Tenant:
+    tenant = db.session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound("No such tenant.")
+    return tenant
+
+
+def create_api_key(tenant_id: str, *, livemode: bool, name: str) -> IssuedKey:
+    issued = _new_key(tenant_id, livemode=livemode, name=name)
+    db.session.commit()
+    return issued
+
+
+def list_api_keys(tenant_id: str, *, livemode: bool, limit: int, **cursor) -> dict:
+    """A key sees only keys of its own mode: a test key can neither list nor mint live keys."""
+    statement = select(ApiKey).where(
+        ApiKey.tenant_id == tenant_id,
+        ApiKey.livemode == livemode,
+        ApiKey.revoked_at.is_(None),
+        or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > datetime.now(UTC)),
+    )
+    return paginate(statement, ApiKey.id, limit=limit, **cursor)
+
+
+def revoke_api_key(tenant_id: str, key_id: str, *, livemode: bool) -> ApiKey:
+    key = _own_key(tenant_id, key_id, livemode)
+    key.revoked_at = datetime.now(UTC)
+    db.session.commit()
+    return key
+
+
+def roll_api_key(
+    tenant_id: str, key_id: str, *, livemode: bool, grace: timedelta = timedelta(0)
+) -> IssuedKey:
+    """Issue a replacement key; the old one stays valid for `grace` (0..24 h), then fails."""
+    if not timedelta(0) <= grace <= MAX_ROLL_GRACE:
+        raise ValueError("grace must be between 0 and 24 hours")
+    old = _own_key(tenant_id, key_id, livemode, for_update=True)
+    issued = _new_key(tenant_id, livemode=livemode, name=old.name)
+    now = datetime.now(UTC)
+    if grace:
+        old.expires_at = min(old.expires_at or now + grace, now + grace)
+    else:
+        old.revoked_at = now
+    old.rolled_into_id = issued.key.id
+    db.session.commit()
+    return issued
+
+
+def authenticate(secret: str) -> Caller:
+    """Resolve a secret key to its caller, or raise AuthenticationFailed / TenantSuspended.
+
+    Commits before returning, so the caller starts its tenant transaction on a clean session.
+    """
+    if not secret.startswith(("sk_test_", "sk_live_")):
+        raise AuthenticationFailed("Invalid API key: keys look like sk_test_… or sk_live_….")
+    row = db.session.execute(
+        select(ApiKey, Tenant)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.secret_hash == hash_secret(secret))
+    ).one_or_none()
+    now = datetime.now(UTC)
+    if row is None:
+        db.session.rollback()
+        raise AuthenticationFailed("Invalid API key provided.")
+    key, tenant = row
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        db.session.rollback()
+        raise AuthenticationFailed("This API key has been revoked or has expired.")
+    if tenant.status is not TenantStatus.ACTIVE:
+        db.session.rollback()
+        raise TenantSuspended()
+    caller = Caller(tenant.id, key.id, key.livemode, tenant.live_enabled)
+    if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
+        db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+    db.session.commit()
+    return caller
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def ensure_demo_tenant(email: str = "demo@lango.local") -> tuple[Tenant, IssuedKey]:
+    """The demo tenant `lango up` prints a key for. Idempotent: reuses the tenant and replaces
+    its previous demo key, since a secret cannot be shown twice."""
+    member = db.session.scalar(select(Member).where(Member.email == email))
+    if member is None:
+        signed_up = sign_up("Demo Shop", email, secrets.token_urlsafe(24))
+        return signed_up.tenant, signed_up.issued
+    tenant = get_tenant(member.tenant_id)
+    db.session.execute(
+        update(ApiKey)
+        .where(ApiKey.tenant_id == tenant.id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    return tenant, create_api_key(tenant.id, livemode=False, name="Default test key")
+
+
+def _new_key(tenant_id: str, *, livemode: bool, name: str) -> IssuedKey:
+    secret = ("sk_live_" if livemode else "sk_test_") + "".join(
+        secrets.choice(_SECRET_ALPHABET) for _ in range(_SECRET_LENGTH)
+    )
+    key = ApiKey(
+        id=new_id("key"),
+        tenant_id=tenant_id,
+        name=name,
+        livemode=livemode,
+        secret_hash=hash_secret(secret),
+        prefix=secret[:12],
+        last4=secret[-4:],
+        created_at=datetime.now(UTC),
+    )
+    db.session.add(key)
+    return IssuedKey(key=key, secret=secret)
+
+
+def _own_key(tenant_id: str, key_id: str, livemode: bool, for_update: bool = False) -> ApiKey:
+    statement = select(ApiKey).where(
+        ApiKey.id == key_id,
+        ApiKey.tenant_id == tenant_id,
+        ApiKey.livemode == livemode,
+        ApiKey.revoked_at.is_(None),
+    )
+    key = db.session.scalar(statement.with_for_update() if for_update else statement)
+    if key is None:
+        raise NotFound("No such API key.", param="id")
+    return key
