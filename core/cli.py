@@ -215,19 +215,21 @@ def up(host: str, port: int, web_workers: int, data_dir: str) -> None:
         ]
         click.echo(f"Lango is up: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
         click.echo(f"Other shells: `set -a; . {data_dir}/lango.env; set +a` then any lango command")
-        _supervise(processes)
+        stopped_on_request = _supervise(processes)
     finally:
         _stop(processes)
         if embedded is not None:
             embedded.stop()
             click.echo("Embedded servers stopped.")
+    sys.exit(0 if stopped_on_request else 1)
 
 
 def _run(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "core.cli", *args], check=True)
 
 
-def _supervise(processes: list[tuple[str, subprocess.Popen]]) -> None:
+def _supervise(processes: list[tuple[str, subprocess.Popen]]) -> bool:
+    """Wait for Ctrl-C/SIGTERM (True) or for a process to die on its own (False)."""
     stopping = False
 
     def request_stop(signum, frame) -> None:
@@ -240,9 +242,10 @@ def _supervise(processes: list[tuple[str, subprocess.Popen]]) -> None:
         for name, process in processes:
             if process.poll() is not None:
                 click.echo(f"{name} exited with {process.returncode}; stopping.", err=True)
-                return
+                return False
         time.sleep(0.2)
     click.echo("Stopping …")
+    return True
 
 
 def _stop(processes: list[tuple[str, subprocess.Popen]]) -> None:
