@@ -3,6 +3,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY core core
 COPY tenants tenants
+COPY payments payments
 COPY migrations migrations
 COPY wsgi.py ./
 RUN pip install --no-cache-dir .

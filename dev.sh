@@ -23,7 +23,8 @@ ensure_installed() {
     if [ ! -f "$stamp" ]; then
         echo "Installing Lango and its dependencies into $VENV …"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+        # compat mode puts the checkout itself on sys.path, so packages added later import too.
+        "$VENV/bin/python" -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
         rm -f "$VENV"/.lango-installed-*
         touch "$stamp"
     fi

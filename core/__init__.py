@@ -24,7 +24,11 @@ def create_app(config: dict | Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(_flask_config(settings))
     app.extensions["lango.settings"] = settings
-    app.extensions["lango.redis"] = Redis.from_url(settings.REDIS_URL)
+    # Timeouts everywhere: a server that drops packets must give errors (and /readyz 503),
+    # not hung workers.
+    app.extensions["lango.redis"] = Redis.from_url(
+        settings.REDIS_URL, socket_connect_timeout=5, socket_timeout=10
+    )
 
     # Request hooks first: authentication must run before Flask-Limiter's before_request
     # hook, so that limits are counted per API key.
@@ -47,7 +51,7 @@ def _flask_config(settings: Settings) -> dict:
             "pool_pre_ping": True,
             "pool_recycle": settings.DB_POOL_RECYCLE_SECONDS,
             # The fail-closed default: no tenant schema is ever on the connection's path.
-            "connect_args": {"options": "-c search_path=public"},
+            "connect_args": {"options": "-c search_path=public", "connect_timeout": 5},
         },
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "API_TITLE": "Lango API",
@@ -102,10 +106,19 @@ def _register_blueprints(app: Flask) -> None:
     from core.api import docs_assets
     from core.extensions import api
     from core.health import blp as health
+    from payments.api import callbacks, mpesa_credentials, stk_pushes
     from tenants.api import api_keys, signup, tenant
 
     app.register_blueprint(docs_assets)
-    for blueprint in (health, signup, tenant, api_keys):
+    for blueprint in (
+        health,
+        signup,
+        tenant,
+        api_keys,
+        stk_pushes,
+        mpesa_credentials,
+        callbacks,
+    ):
         api.register_blueprint(blueprint)
 
 

@@ -11,7 +11,7 @@ import swagger_ui_bundle
 from flask import Blueprint as FlaskBlueprint
 from flask import send_from_directory
 from marshmallow import Schema, fields, validate
-from webargs.flaskparser import FlaskParser
+from webargs.flaskparser import FlaskParser, is_json_request
 
 from core.errors import ValidationFailed
 
@@ -62,8 +62,26 @@ class LangoParser(FlaskParser):
     def handle_error(self, error, req, schema, *, error_status_code, error_headers):
         raise validation_error(error.messages)
 
+    def load_json(self, req, schema):
+        # webargs ignores a body that is not labelled JSON; every field would then be reported
+        # missing, hiding the real mistake (e.g. `curl -d` sends form encoding).
+        if not is_json_request(req) and req.get_data(cache=True):
+            raise ValidationFailed(
+                "Send the request body as JSON, with `Content-Type: application/json`.",
+                code="invalid_json",
+            )
+        try:
+            return super().load_json(req, schema)
+        except RecursionError:
+            # Absurdly deep nesting exhausts the JSON decoder's stack: still just a bad body.
+            raise _invalid_json() from None
+
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
-        raise ValidationFailed("The request body is not valid JSON.", code="invalid_json")
+        raise _invalid_json()
+
+
+def _invalid_json() -> ValidationFailed:
+    return ValidationFailed("The request body is not valid JSON.", code="invalid_json")
 
 
 class Blueprint(flask_smorest.Blueprint):

@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 
 import click
+from cryptography.fernet import Fernet
 from dotenv import load_dotenv
 from flask import current_app
 from flask.cli import FlaskGroup
+from redis import Redis
 
 from core import create_app
 from core.embedded import DEFAULT_DATA_DIR, start_embedded
@@ -151,7 +153,8 @@ def worker(queues: str, burst: bool) -> None:
     """Run an RQ worker (non-forking: jobs are cheap and enter their own tenant scope)."""
     from rq import Queue, SimpleWorker
 
-    connection = current_app.extensions["lango.redis"]
+    # Its own connection, without the app's socket timeout: dequeuing blocks for minutes.
+    connection = Redis.from_url(current_app.extensions["lango.settings"].REDIS_URL)
     names = [name.strip() for name in queues.split(",") if name.strip()]
     rq_worker = SimpleWorker(
         [Queue(name, connection=connection) for name in names], connection=connection
@@ -159,9 +162,56 @@ def worker(queues: str, burst: bool) -> None:
     rq_worker.work(burst=burst, with_scheduler=False)
 
 
+@tenants.command("enable-live")
+@click.argument("tenant_id")
+def tenants_enable_live(tenant_id: str) -> None:
+    """Turn live mode on for a tenant with credentials, and print its first live key.
+
+    (An operator decides until compliance approval arrives.)"""
+    from core.extensions import db as database
+    from payments.credentials import get_credentials
+    from tenants.service import create_api_key, get_tenant
+
+    tenant = get_tenant(tenant_id)
+    if get_credentials(tenant_id) is None:
+        raise click.ClickException("the tenant has no M-Pesa credentials yet")
+    tenant.live_enabled = True
+    database.session.commit()
+    issued = create_api_key(tenant_id, livemode=True, name="First live key")
+    click.echo(f"live mode enabled for {tenant_id}")
+    click.echo(f"live key (shown once): {issued.secret}")
+
+
+@main.command("rotate-encryption")
+def rotate_encryption() -> None:
+    """Re-encrypt stored secrets with the newest ENCRYPTION_KEYS key."""
+    from payments.credentials import rotate_encryption as rotate
+
+    click.echo(f"re-encrypted {rotate()} credential sets")
+
+
+@main.command("scheduler")
+def scheduler() -> None:
+    """Run the periodic jobs (RQ's cron scheduler): reconcile and expire STK pushes."""
+    from rq.cron import CronScheduler
+
+    from payments.jobs import reconcile_pending_pushes
+
+    settings = current_app.extensions["lango.settings"]
+    cron = CronScheduler(connection=current_app.extensions["lango.redis"])
+    cron.register(
+        reconcile_pending_pushes,
+        queue_name="default",
+        interval=max(5, settings.RECONCILE_INTERVAL_SECONDS // 2),
+        job_timeout=300,
+    )
+    cron.start()
+
+
 @main.command("up", with_appcontext=False)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--sandbox-port", default=8001, show_default=True, type=int)
 @click.option("--web-workers", default=2, show_default=True, type=int)
 @click.option(
     "--data-dir",
@@ -169,21 +219,27 @@ def worker(queues: str, burst: bool) -> None:
     show_default=True,
     help="Where the embedded servers keep their data.",
 )
-def up(host: str, port: int, web_workers: int, data_dir: str) -> None:
+def up(host: str, port: int, sandbox_port: int, web_workers: int, data_dir: str) -> None:
     """Run the whole platform: migrate, create the demo tenant, start every process.
 
     Without DATABASE_URL / REDIS_URL it starts embedded PostgreSQL and Redis under
     --data-dir. Ctrl-C stops every process, then the embedded servers.
     """
-    load_dotenv(override=False)
+    load_dotenv(Path.cwd() / ".env", override=False)
     embedded = None
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
         click.echo(f"Starting embedded PostgreSQL and Redis in {data_dir} …")
         embedded = start_embedded(Path(data_dir))
         os.environ.setdefault("DATABASE_URL", embedded.database_url)
         os.environ.setdefault("REDIS_URL", embedded.redis_url)
-    os.environ.setdefault("SECRET_KEY", _development_secret(Path(data_dir)))
+    os.environ.setdefault("SECRET_KEY", _development_secret(Path(data_dir), "secret_key"))
+    os.environ.setdefault(
+        "ENCRYPTION_KEYS", _development_secret(Path(data_dir), "encryption_key", fernet=True)
+    )
     os.environ.setdefault("LANGO_ENV", "development")
+    os.environ.setdefault("PUBLIC_BASE_URL", f"http://{host}:{port}")
+    os.environ.setdefault("SANDBOX_BASE_URL", f"http://{host}:{sandbox_port}")
+    os.environ.setdefault("SANDBOX_REDIS_URL", os.environ["REDIS_URL"])
     _write_runtime_env(Path(data_dir))
 
     processes: list[tuple[str, subprocess.Popen]] = []
@@ -204,6 +260,9 @@ def up(host: str, port: int, web_workers: int, data_dir: str) -> None:
                         f"{host}:{port}",
                         "--workers",
                         str(web_workers),
+                        # Threads: live status streams (SSE) hold a connection open.
+                        "--threads",
+                        "8",
                         "--access-logfile",
                         "-",
                         "--graceful-timeout",
@@ -212,6 +271,11 @@ def up(host: str, port: int, web_workers: int, data_dir: str) -> None:
                 ),
             ),
             ("worker", subprocess.Popen([*lango, "worker"])),
+            ("scheduler", subprocess.Popen([*lango, "scheduler"])),
+            (
+                "sandbox",
+                subprocess.Popen([*lango, "sandbox", "--host", host, "--port", str(sandbox_port)]),
+            ),
         ]
         click.echo(f"Lango is up: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
         click.echo(f"Other shells: `set -a; . {data_dir}/lango.env; set +a` then any lango command")
@@ -259,22 +323,39 @@ def _stop(processes: list[tuple[str, subprocess.Popen]]) -> None:
             process.kill()
 
 
-def _development_secret(data_dir: Path) -> str:
-    """A SECRET_KEY kept in the data folder, so sessions survive restarts in development."""
-    path = data_dir / "secret_key"
+def _development_secret(data_dir: Path, name: str, fernet: bool = False) -> str:
+    """A secret kept in the data folder, so development data stays readable across restarts."""
+    path = data_dir / name
     data_dir.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
+        path.write_text(Fernet.generate_key().decode() if fernet else secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
 
 
 def _write_runtime_env(data_dir: Path) -> None:
     path = data_dir / "lango.env"
-    names = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "LANGO_ENV")
+    names = (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SECRET_KEY",
+        "ENCRYPTION_KEYS",
+        "LANGO_ENV",
+        "PUBLIC_BASE_URL",
+        "SANDBOX_BASE_URL",
+        "SANDBOX_REDIS_URL",
+    )
     path.write_text("".join(f"{name}={os.environ[name]}\n" for name in names))
     path.chmod(0o600)
 
+
+def _register_domain_commands() -> None:
+    from payments.cli import sandbox as sandbox_command
+
+    main.add_command(sandbox_command)
+
+
+_register_domain_commands()
 
 if __name__ == "__main__":
     main()

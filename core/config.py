@@ -7,8 +7,10 @@ bad deployment in one pass instead of one crash at a time.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
@@ -28,7 +30,10 @@ def _flag(value: str) -> bool:
 
 
 def _positive_int(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("must be a positive integer") from None
     if number <= 0:
         raise ValueError("must be a positive integer")
     return number
@@ -46,6 +51,20 @@ def _redis_url(value: str) -> str:
     if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
     return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _networks(value: str) -> tuple[str, ...]:
+    networks = tuple(item.strip() for item in value.split(",") if item.strip())
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)  # raises ValueError when malformed
+    return networks
 
 
 def _encryption_keys(value: str) -> tuple[str, ...]:
@@ -76,6 +95,22 @@ class Settings:
     RATELIMIT_SIGNUP: str = "20 per hour"
     RATELIMIT_API_KEY: str = "100 per second"
     RATELIMIT_ENABLED: bool = True
+    # Where Daraja reaches this deployment (the STK callback URL is built from it).
+    PUBLIC_BASE_URL: str = "http://127.0.0.1:8000"
+    # Live mode talks to Safaricom; test mode to Lango's own Daraja sandbox.
+    DARAJA_BASE_URL: str = "https://api.safaricom.co.ke"
+    SANDBOX_BASE_URL: str = "http://127.0.0.1:8001"
+    SANDBOX_CONSUMER_KEY: str = "lango_sandbox_key"
+    SANDBOX_CONSUMER_SECRET: str = "lango_sandbox_secret"  # noqa: S105 (public test value)
+    SANDBOX_SHORTCODE: str = "174379"
+    SANDBOX_PASSKEY: str = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+    # Pending pushes are queried after this long, re-queried at most this often, and
+    # expired when still without an outcome after PUSH_EXPIRY_SECONDS.
+    RECONCILE_AFTER_SECONDS: int = 60
+    RECONCILE_INTERVAL_SECONDS: int = 30
+    PUSH_EXPIRY_SECONDS: int = 300
+    # Comma-separated IPs/CIDRs allowed to post live-mode callbacks; empty = no check.
+    MPESA_CALLBACK_ALLOWED_IPS: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property
@@ -93,6 +128,13 @@ _PARSERS = {
     "MIGRATION_LOCK_TIMEOUT_MS": _positive_int,
     "MIGRATION_STATEMENT_TIMEOUT_MS": _positive_int,
     "RATELIMIT_ENABLED": _flag,
+    "PUBLIC_BASE_URL": _http_url,
+    "DARAJA_BASE_URL": _http_url,
+    "SANDBOX_BASE_URL": _http_url,
+    "RECONCILE_AFTER_SECONDS": _positive_int,
+    "RECONCILE_INTERVAL_SECONDS": _positive_int,
+    "PUSH_EXPIRY_SECONDS": _positive_int,
+    "MPESA_CALLBACK_ALLOWED_IPS": _networks,
 }
 
 _REQUIRED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
@@ -106,7 +148,9 @@ _HINT = (
 def load_settings(overrides: dict | None = None) -> Settings:
     """Build Settings from the environment (plus `.env`) and `overrides`; raise ConfigError
     listing every missing or invalid variable."""
-    load_dotenv(override=False)
+    # Only the working directory's .env: python-dotenv's default search starts from this
+    # file's folder and climbs to the root, reading whatever .env it meets on the way.
+    load_dotenv(Path.cwd() / ".env", override=False)
     source = {name: os.environ[name] for name in _field_names() if name in os.environ}
     source.update({k: v for k, v in (overrides or {}).items() if k in _field_names()})
 
@@ -120,6 +164,8 @@ def load_settings(overrides: dict | None = None) -> Settings:
         if parser is None or not isinstance(raw, str):
             values[name] = raw
             continue
+        if name in _REQUIRED and not raw.strip():
+            continue  # reported once, as not set
         try:
             values[name] = parser(raw)
         except ValueError as exc:

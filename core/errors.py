@@ -11,9 +11,11 @@ same id and no detail.
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
-from flask import Flask, g, jsonify
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 logger = logging.getLogger("lango.errors")
 
@@ -184,7 +186,17 @@ def handle_unexpected(error: Exception):
     )
 
 
+def refuse_routing_redirect() -> None:
+    """Werkzeug answers a path like `/v1//tenant` with a 308 redirect and an HTML page, before
+    any error handler could see it. The API never redirects: such a path is a 404 in the
+    error shape, naming the path that exists."""
+    redirect = request.routing_exception
+    if isinstance(redirect, RequestRedirect):
+        raise NotFound(f"No such route; did you mean {urlsplit(redirect.new_url).path}?")
+
+
 def register_error_handlers(app: Flask) -> None:
+    app.before_request(refuse_routing_redirect)
     app.register_error_handler(LangoError, handle_lango_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

@@ -11,12 +11,15 @@ keeping every schema self-describing (and movable to another node).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import alembic.op
 from alembic.config import Config
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
@@ -66,10 +69,43 @@ def migrate_schema(connection: Connection, schema: str, location: Path = TENANT_
             "transactional_ddl": True,
         },
     )
-    with Operations.context(context):
+    with _operations_of_this_thread(Operations(context)):
         context.run_migrations()
     connection.exec_driver_sql("SET LOCAL search_path TO public")
     return script.get_current_head()
+
+
+_thread_operations: ContextVar[Operations | None] = ContextVar(
+    "lango_tenant_migration", default=None
+)
+
+
+class _ThreadOperationsProxy:
+    """Stands in for alembic's `op` proxy, which alembic keeps in one process-wide global
+    (`Operations.context` swaps it in and out). Tenants migrate on parallel threads, and
+    sign-ups provision schemas on a threaded server: without this, one thread's
+    `op.create_table` runs on another thread's connection, in another tenant's schema."""
+
+    def __getattr__(self, name: str):
+        operations = _thread_operations.get()
+        if operations is None:
+            raise RuntimeError(f"alembic op.{name}() called outside a tenant migration")
+        return getattr(operations, name)
+
+
+_THREAD_OPERATIONS_PROXY = _ThreadOperationsProxy()
+
+
+@contextmanager
+def _operations_of_this_thread(operations: Operations) -> Iterator[None]:
+    # Installed on every call: alembic's own runs (the public tree, upgraded before the
+    # tenants and never beside them) leave the global reset to None.
+    alembic.op._proxy = _THREAD_OPERATIONS_PROXY
+    token = _thread_operations.set(operations)
+    try:
+        yield
+    finally:
+        _thread_operations.reset(token)
 
 
 def provision_schema(connection: Connection, schema: str) -> str:

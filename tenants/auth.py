@@ -9,8 +9,16 @@ from __future__ import annotations
 from flask import g, request
 
 from core.errors import AuthenticationFailed
+from core.extensions import db, login_manager
 from core.tenancy import enter_tenant
+from tenants.models import Member
 from tenants.service import Caller, authenticate
+
+
+@login_manager.user_loader
+def load_member(member_id: str) -> Member | None:
+    """Flask-Login's session user: a tenant member (the dashboard signs them in)."""
+    return db.session.get(Member, member_id)
 
 
 def authenticate_request() -> Caller:

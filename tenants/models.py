@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
+from flask_login import UserMixin
 from sqlalchemy import Boolean, DateTime, Enum, ForeignKey, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -61,7 +62,9 @@ class Tenant(db.Model):
         return self.status is TenantStatus.ACTIVE
 
 
-class Member(db.Model):
+class Member(UserMixin, db.Model):
+    """A person in a tenant's team; signs in to the dashboard (Flask-Login user)."""
+
     __tablename__ = "members"
     __table_args__ = {"schema": "public"}
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +19,26 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from core import create_app
 from core.config import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
+TEST_ENCRYPTION_KEY = "kXr0s6oKQ0mZb0wB0n0n6m0nH0mB0m0n0m0n0m0n0m0="
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# Where the test run serves Lango and the Daraja sandbox for real (tests/payments), fixed for
+# the session because the app's configuration names them.
+LANGO_PORT = free_port()
+SANDBOX_PORT = free_port()
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,11 @@ def make_config(database_url: str, redis_url: str, **overrides) -> dict:
         "LANGO_ENV": "test",
         "LOG_LEVEL": "WARNING",
         "RATELIMIT_SIGNUP": "10000 per hour",
+        "ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{LANGO_PORT}",
+        "SANDBOX_BASE_URL": f"http://127.0.0.1:{SANDBOX_PORT}",
+        "RECONCILE_AFTER_SECONDS": "1",
+        "RECONCILE_INTERVAL_SECONDS": "1",
         **overrides,
     }
 
@@ -112,16 +133,28 @@ def reset_state(app) -> None:
 
     with app.app_context():
         db.session.remove()
-        with db.engine.begin() as connection:
-            schemas = connection.exec_driver_sql(
-                "SELECT nspname FROM pg_namespace WHERE nspname ~ '^t_[0-9a-z]{26}$'"
-            ).scalars()
-            for schema in schemas:
-                connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-            connection.exec_driver_sql(
-                "TRUNCATE public.api_keys, public.members, public.tenants CASCADE"
-            )
+        # A callback still arriving from the sandbox can deadlock with DROP SCHEMA; retry.
+        for attempt in range(5):
+            try:
+                _drop_everything(db)
+                break
+            except OperationalError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
         app.extensions["lango.redis"].flushdb()
+
+
+def _drop_everything(db) -> None:
+    with db.engine.begin() as connection:
+        schemas = connection.exec_driver_sql(
+            "SELECT nspname FROM pg_namespace WHERE nspname ~ '^t_[0-9a-z]{26}$'"
+        ).scalars()
+        for schema in schemas:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        connection.exec_driver_sql(
+            "TRUNCATE public.api_keys, public.members, public.tenants CASCADE"
+        )
 
 
 @pytest.fixture

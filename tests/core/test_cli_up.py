@@ -47,7 +47,18 @@ def test_up_runs_the_platform_on_embedded_servers_and_stops_cleanly(tmp_path):
     log = (tmp_path / "up.log").open("w+")
     data_dir = tmp_path / "data"
     process = subprocess.Popen(
-        [str(LANGO), "up", "--port", str(port), "--data-dir", str(data_dir), "--web-workers", "1"],
+        [
+            str(LANGO),
+            "up",
+            "--port",
+            str(port),
+            "--sandbox-port",
+            str(_free_port()),
+            "--data-dir",
+            str(data_dir),
+            "--web-workers",
+            "1",
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -92,7 +103,16 @@ def test_up_runs_the_platform_on_embedded_servers_and_stops_cleanly(tmp_path):
     log.seek(0)
     assert "Embedded servers stopped." in log.read()
     assert process.returncode == 0
-    # Nothing left listening or running from this data folder.
+    # Nothing left running: no process of the group, no server data folder in use.
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("processes started by lango up outlived it")
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)

@@ -1,0 +1,1 @@
+"""Payments: the Daraja client, STK push, callbacks, reconciliation and the Daraja sandbox."""

@@ -1,0 +1,86 @@
+"""A tenant's live Daraja credentials (public schema), encrypted at rest.
+
+Consumer key, consumer secret and passkey are stored only as Fernet tokens; the API shows
+them masked. Shortcode, kind and till number are not secret.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, ForeignKey, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core import crypto
+from core.extensions import db
+from payments.daraja import DarajaCredentials
+
+
+class MpesaCredentials(db.Model):
+    __tablename__ = "mpesa_credentials"
+    __table_args__ = {"schema": "public"}
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("public.tenants.id"), primary_key=True)
+    shortcode: Mapped[str] = mapped_column(String(7))
+    kind: Mapped[str] = mapped_column(String(10))  # paybill | till
+    till_number: Mapped[str | None] = mapped_column(String(7))
+    consumer_key_encrypted: Mapped[str] = mapped_column(Text)
+    consumer_secret_encrypted: Mapped[str] = mapped_column(Text)
+    passkey_encrypted: Mapped[str] = mapped_column(Text)
+    consumer_key_last4: Mapped[str] = mapped_column(String(4))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def save_credentials(
+    tenant_id: str,
+    *,
+    shortcode: str,
+    kind: str,
+    till_number: str | None,
+    consumer_key: str,
+    consumer_secret: str,
+    passkey: str,
+) -> MpesaCredentials:
+    """Create or replace the tenant's live credentials (encrypted); commits."""
+    row = db.session.get(MpesaCredentials, tenant_id) or MpesaCredentials(tenant_id=tenant_id)
+    row.shortcode = shortcode
+    row.kind = kind
+    row.till_number = till_number if kind == "till" else None
+    row.consumer_key_encrypted = crypto.encrypt(consumer_key)
+    row.consumer_secret_encrypted = crypto.encrypt(consumer_secret)
+    row.passkey_encrypted = crypto.encrypt(passkey)
+    row.consumer_key_last4 = consumer_key[-4:]
+    row.updated_at = datetime.now(UTC)
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+def get_credentials(tenant_id: str) -> MpesaCredentials | None:
+    return db.session.get(MpesaCredentials, tenant_id)
+
+
+def live_credentials(tenant_id: str, base_url: str) -> DarajaCredentials | None:
+    row = db.session.scalar(select(MpesaCredentials).where(MpesaCredentials.tenant_id == tenant_id))
+    if row is None:
+        return None
+    return DarajaCredentials(
+        base_url=base_url,
+        consumer_key=crypto.decrypt(row.consumer_key_encrypted),
+        consumer_secret=crypto.decrypt(row.consumer_secret_encrypted),
+        shortcode=row.shortcode,
+        passkey=crypto.decrypt(row.passkey_encrypted),
+        kind=row.kind,
+        till_number=row.till_number,
+    )
+
+
+def rotate_encryption() -> int:
+    """Re-encrypt every stored credential with the newest key; returns rows rotated."""
+    rows = db.session.scalars(select(MpesaCredentials)).all()
+    for row in rows:
+        row.consumer_key_encrypted = crypto.rotate(row.consumer_key_encrypted)
+        row.consumer_secret_encrypted = crypto.rotate(row.consumer_secret_encrypted)
+        row.passkey_encrypted = crypto.rotate(row.passkey_encrypted)
+    db.session.commit()
+    return len(rows)

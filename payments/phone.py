@@ -1,0 +1,22 @@
+"""Kenyan mobile numbers: accepted in the forms people type, stored as 12 digits."""
+
+from __future__ import annotations
+
+import re
+
+# 07XXXXXXXX, 01XXXXXXXX, 7XXXXXXXX, 1XXXXXXXX, +2547…, 2547…, +2541…, 2541…
+_PATTERN = re.compile(r"^(?:\+?254|0)?([71]\d{8})$")
+
+
+def normalize_phone(value: str) -> str | None:
+    """`2547XXXXXXXX` / `2541XXXXXXXX`, or None when `value` is not a Kenyan mobile number.
+    Spaces and dashes people put in numbers are ignored."""
+    match = _PATTERN.fullmatch(re.sub(r"[\s-]", "", value or ""))
+    return f"254{match.group(1)}" if match else None
+
+
+def mask_phone(phone: str) -> str:
+    """For logs: 254708374149 → 2547******49."""
+    if len(phone) < 6:
+        return "*" * len(phone)
+    return phone[:4] + "*" * (len(phone) - 6) + phone[-2:]

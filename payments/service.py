@@ -1,0 +1,480 @@
+"""STK push: initiate, apply outcomes (from callbacks or STK query), reconcile, expire.
+
+Every function here runs inside the tenant's scope. A push moves pending → succeeded |
+failed | cancelled | expired exactly once; the move and its `payment.*` event commit in one
+transaction (row locked), so duplicate or racing callbacks and queries change nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+from sqlalchemy import or_, select
+
+from core.errors import LangoError, NotFound, PermissionDenied
+from core.events import record_event
+from core.extensions import db
+from core.ids import new_id
+from core.tenancy import require_tenant
+from payments.daraja import DarajaClient, DarajaCredentials, DarajaError, DarajaRejected
+from payments.models import CallbackOutcome, MpesaCallback, PushStatus, StkPush
+from payments.phone import mask_phone
+from tenants.service import Caller
+
+logger = logging.getLogger("lango.payments")
+EAT = ZoneInfo("Africa/Nairobi")
+
+# Daraja ResultCodes that are not a plain failure.
+_CANCELLED_CODES = {"1031", "1032"}
+_EXPIRED_CODES = {"1019"}
+EVENT_TYPES = {
+    PushStatus.SUCCEEDED: "payment.succeeded",
+    PushStatus.FAILED: "payment.failed",
+    PushStatus.CANCELLED: "payment.cancelled",
+    PushStatus.EXPIRED: "payment.expired",
+}
+
+
+class LivemodeNotEnabled(PermissionDenied):
+    code = "livemode_not_enabled"
+    message = (
+        "Live mode is not enabled for this account: it needs M-Pesa credentials "
+        "(PUT /v1/mpesa-credentials) and approval."
+    )
+
+
+class DarajaUnavailable(LangoError):
+    """Daraja refused the push (502) or could not be reached (503); nothing was charged."""
+
+    status = 503
+    type = "upstream_error"
+    code = "daraja_unavailable"
+    message = "M-Pesa is unavailable right now; nothing was charged. Retry later."
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    phone_number: str
+    amount: int
+    account_reference: str
+    description: str
+    metadata: dict
+
+
+def initiate_push(caller: Caller, request: PushRequest) -> StkPush:
+    """Create the push (pending) and ask Daraja to prompt the customer.
+
+    The pending row is committed before Daraja is called, so a crash at any point leaves a
+    push that the callback or reconciliation can still finish. Raises LivemodeNotEnabled, or
+    DarajaUnavailable (after marking the push failed) when Daraja refused it or was surely
+    not reached; when Daraja may have acted on it, the push stays pending.
+    """
+    require_tenant()
+    credentials = daraja_credentials(caller.tenant_id, caller.livemode, caller.live_enabled)
+    token = callback_token(caller.tenant_id)
+    now = datetime.now(UTC)
+    push = StkPush(
+        id=new_id("stk"),
+        livemode=caller.livemode,
+        status=PushStatus.PENDING,
+        phone_number=request.phone_number,
+        amount=request.amount,
+        account_reference=request.account_reference,
+        description=request.description,
+        metadata_=request.metadata,
+        callback_token_hash=hash_token(token),
+        created_at=now,
+        updated_at=now,
+    )
+    db.session.add(push)
+    db.session.commit()
+    logger.info(
+        "stk push created",
+        extra={"stk_push_id": push.id, "phone": mask_phone(push.phone_number)},
+    )
+    try:
+        accepted = daraja_client(credentials).stk_push(
+            phone=push.phone_number,
+            amount=push.amount,
+            account_reference=push.account_reference,
+            description=push.description,
+            callback_url=callback_url(token),
+        )
+    except DarajaError as error:
+        if error.maybe_processed:
+            # Daraja may have acted on it (e.g. a read timeout): the customer may yet pay.
+            # Leave it pending; the callback or the expiry deadline settles it.
+            logger.warning("stk push outcome unknown", extra={"stk_push_id": push.id})
+            return db.session.get(StkPush, push.id)
+        _fail_at_initiation(push, error)
+        unavailable = DarajaUnavailable(
+            _refusal_message(error), stk_push_id=push.id, daraja_error_code=error.error_code
+        )
+        if isinstance(error, DarajaRejected):
+            unavailable.status = 502  # Daraja answered and refused; 503 when unreachable
+        raise unavailable from None
+    push = db.session.get(StkPush, push.id)
+    push.merchant_request_id = accepted.merchant_request_id
+    push.checkout_request_id = accepted.checkout_request_id
+    db.session.commit()
+    return push
+
+
+def _refusal_message(error: DarajaError) -> str:
+    if isinstance(error, DarajaRejected):
+        return f"M-Pesa refused the push: {error.error_message}. Nothing was charged."
+    return "M-Pesa could not be reached; nothing was charged. Retry later."
+
+
+def _fail_at_initiation(push: StkPush, error: DarajaError) -> None:
+    push = db.session.scalars(select(StkPush).where(StkPush.id == push.id).with_for_update()).one()
+    if push.status is PushStatus.PENDING:
+        _finish(
+            push,
+            PushStatus.FAILED,
+            result_code=error.error_code or "daraja_unavailable",
+            result_description=(error.error_message or "Daraja unavailable")[:255],
+        )
+    db.session.commit()
+
+
+def get_push(push_id: str, *, livemode: bool) -> StkPush:
+    push = db.session.get(StkPush, push_id)
+    if push is None or push.livemode != livemode:
+        raise NotFound("No such STK push.", param="id")
+    return push
+
+
+def list_pushes_statement(
+    *, livemode: bool, status=None, phone_number=None, created_gte=None, created_lte=None
+):
+    statement = select(StkPush).where(StkPush.livemode == livemode)
+    if status:
+        statement = statement.where(StkPush.status == PushStatus(status))
+    if phone_number:
+        statement = statement.where(StkPush.phone_number == phone_number)
+    if created_gte:
+        statement = statement.where(StkPush.created_at >= created_gte)
+    if created_lte:
+        statement = statement.where(StkPush.created_at <= created_lte)
+    return statement
+
+
+# --- outcomes --------------------------------------------------------------------------
+
+
+def status_for_result(result_code: str) -> PushStatus:
+    if result_code == "0":
+        return PushStatus.SUCCEEDED
+    if result_code in _CANCELLED_CODES:
+        return PushStatus.CANCELLED
+    if result_code in _EXPIRED_CODES:
+        return PushStatus.EXPIRED
+    return PushStatus.FAILED
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    outcome: CallbackOutcome
+    push: StkPush | None
+
+
+def record_callback(token: str, raw_body: bytes, source_ip: str | None) -> CallbackResult:
+    """Store a Daraja callback, then apply it to its push (in the current tenant scope).
+
+    The raw body is committed before any parsing, so nothing Daraja sent is ever lost.
+    Duplicates and callbacks for a finished push change nothing. A success whose amount or
+    phone disagrees with the push is kept and flagged, not applied: reconciliation then
+    asks Daraja directly. Raises NotFound for a token bound to no push.
+    """
+    push = db.session.scalar(
+        select(StkPush).where(StkPush.callback_token_hash == hash_token(token))
+    )
+    if push is None:
+        raise NotFound("No such callback.")
+    callback = MpesaCallback(
+        id=new_id("cb"),
+        stk_push_id=push.id,
+        source_ip=source_ip,
+        body=raw_body.decode("utf-8", errors="replace"),
+        outcome=CallbackOutcome.RECEIVED.value,
+    )
+    db.session.add(callback)
+    db.session.commit()
+
+    parsed = _parse_callback(raw_body)
+    push = db.session.scalars(select(StkPush).where(StkPush.id == push.id).with_for_update()).one()
+    callback = db.session.get(MpesaCallback, callback.id)
+    outcome, detail = _apply_callback(push, parsed)
+    callback.outcome, callback.detail = outcome.value, detail
+    db.session.commit()
+    if outcome is CallbackOutcome.APPLIED:
+        publish_status(push)
+    return CallbackResult(outcome, push)
+
+
+def _allowed_callback_source(source_ip: str | None) -> bool:
+    allowed = current_app.extensions["lango.settings"].MPESA_CALLBACK_ALLOWED_IPS
+    if not allowed:
+        return True
+    try:
+        address = ipaddress.ip_address(source_ip or "")
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False) for network in allowed)
+
+
+def tenant_exists(tenant_id: str) -> bool:
+    """Any status: a suspended tenant's customers may still have paid."""
+    from tenants.models import Tenant
+
+    return db.session.get(Tenant, tenant_id) is not None
+
+
+@dataclass(frozen=True)
+class ParsedCallback:
+    checkout_request_id: str | None
+    result_code: str
+    result_description: str
+    amount: float | None
+    receipt: str | None
+    phone: str | None
+    transaction_date: datetime | None
+
+
+def _parse_callback(raw_body: bytes) -> ParsedCallback | None:
+    try:
+        body = json.loads(raw_body)["Body"]["stkCallback"]
+        items = {
+            item.get("Name"): item.get("Value")
+            for item in (body.get("CallbackMetadata") or {}).get("Item", [])
+            if isinstance(item, dict)
+        }
+        return ParsedCallback(
+            checkout_request_id=body.get("CheckoutRequestID"),
+            result_code=str(body["ResultCode"]),
+            result_description=str(body.get("ResultDesc", ""))[:255],
+            amount=float(items["Amount"]) if items.get("Amount") is not None else None,
+            receipt=str(items["MpesaReceiptNumber"]) if items.get("MpesaReceiptNumber") else None,
+            phone=str(items["PhoneNumber"]) if items.get("PhoneNumber") is not None else None,
+            transaction_date=_parse_daraja_time(items.get("TransactionDate")),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _parse_daraja_time(value) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(str(value), "%Y%m%d%H%M%S").replace(tzinfo=EAT)
+    except ValueError:
+        return None
+
+
+def _apply_callback(
+    push: StkPush, parsed: ParsedCallback | None
+) -> tuple[CallbackOutcome, str | None]:
+    if parsed is None:
+        return CallbackOutcome.UNPARSEABLE, "not a Daraja STK callback"
+    if push.status.is_final:
+        return CallbackOutcome.DUPLICATE, f"push already {push.status.value}"
+    if push.checkout_request_id and parsed.checkout_request_id != push.checkout_request_id:
+        return _flag(push, "callback CheckoutRequestID does not match the push")
+    status = status_for_result(parsed.result_code)
+    if status is PushStatus.SUCCEEDED:
+        if parsed.amount is None or parsed.amount != push.amount:
+            return _flag(push, f"callback amount {parsed.amount} differs from {push.amount}")
+        if parsed.phone is not None and parsed.phone != push.phone_number:
+            return _flag(push, "callback phone number differs from the push")
+    _finish(
+        push,
+        status,
+        result_code=parsed.result_code,
+        result_description=parsed.result_description,
+        receipt=parsed.receipt,
+        transaction_date=parsed.transaction_date,
+    )
+    return CallbackOutcome.APPLIED, None
+
+
+def _flag(push: StkPush, reason: str) -> tuple[CallbackOutcome, str]:
+    push.flagged_reason = reason[:255]
+    push.updated_at = datetime.now(UTC)
+    logger.warning("stk callback flagged", extra={"stk_push_id": push.id, "reason": reason})
+    return CallbackOutcome.MISMATCH, reason
+
+
+def _finish(
+    push: StkPush,
+    status: PushStatus,
+    *,
+    result_code: str,
+    result_description: str,
+    receipt: str | None = None,
+    transaction_date: datetime | None = None,
+) -> None:
+    """The one place a push becomes final; the caller holds the row lock and commits."""
+    now = datetime.now(UTC)
+    push.status = status
+    push.result_code = result_code
+    push.result_description = result_description
+    push.mpesa_receipt_number = receipt
+    push.transaction_date = transaction_date
+    push.updated_at = now
+    push.resolved_at = now
+    from payments.schemas import StkPushSchema
+
+    record_event(
+        EVENT_TYPES[status], {"object": StkPushSchema().dump(push)}, livemode=push.livemode
+    )
+
+
+# --- reconciliation --------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileReport:
+    queried: int = 0
+    resolved: int = 0
+    expired: int = 0
+    errors: int = 0
+
+
+def reconcile_pending(
+    tenant_id: str, live_enabled: bool, now: datetime | None = None
+) -> ReconcileReport:
+    """Resolve this tenant's pushes still pending after RECONCILE_AFTER_SECONDS by asking
+    Daraja (STK query), and expire those with no outcome after PUSH_EXPIRY_SECONDS."""
+    settings = current_app.extensions["lango.settings"]
+    now = now or datetime.now(UTC)
+    query_before = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
+    requery_before = now - timedelta(seconds=settings.RECONCILE_INTERVAL_SECONDS)
+    expire_before = now - timedelta(seconds=settings.PUSH_EXPIRY_SECONDS)
+    report = ReconcileReport()
+    candidates = db.session.scalars(
+        select(StkPush.id)
+        .where(
+            StkPush.status == PushStatus.PENDING,
+            StkPush.created_at < query_before,
+            or_(
+                StkPush.last_queried_at.is_(None),
+                StkPush.last_queried_at < requery_before,
+                StkPush.created_at < expire_before,
+            ),
+        )
+        .order_by(StkPush.created_at)
+        .limit(200)
+    ).all()
+    db.session.rollback()
+    for push_id in candidates:
+        _reconcile_one(push_id, live_enabled, expire_before, report)
+    return report
+
+
+def _reconcile_one(push_id: str, live_enabled: bool, expire_before: datetime, report) -> None:
+    push = db.session.get(StkPush, push_id)
+    result = None
+    if push.checkout_request_id:
+        try:
+            credentials = daraja_credentials(require_tenant().tenant_id, push.livemode, True)
+            result = daraja_client(credentials).stk_query(push.checkout_request_id)
+            report.queried += 1
+        except (DarajaError, LivemodeNotEnabled) as error:
+            report.errors += 1
+            logger.warning("stk query failed", extra={"stk_push_id": push_id, "error": str(error)})
+    db.session.rollback()
+    push = db.session.scalars(select(StkPush).where(StkPush.id == push_id).with_for_update()).one()
+    if push.status.is_final:
+        db.session.rollback()
+        return
+    push.last_queried_at = datetime.now(UTC)
+    if result is not None and not result.pending:
+        _finish(
+            push,
+            status_for_result(result.result_code),
+            result_code=result.result_code,
+            result_description=(result.result_description or "")[:255],
+        )
+        report.resolved += 1
+    elif push.created_at < expire_before:
+        _finish(
+            push,
+            PushStatus.EXPIRED,
+            result_code="expired",
+            result_description="No outcome from M-Pesa in time; the push has expired.",
+        )
+        report.expired += 1
+    db.session.commit()
+    if push.status.is_final:
+        publish_status(push)
+
+
+# --- Daraja wiring ---------------------------------------------------------------------
+
+
+def daraja_credentials(tenant_id: str, livemode: bool, live_enabled: bool) -> DarajaCredentials:
+    """Test mode: Lango's Daraja sandbox. Live mode: the tenant's own credentials."""
+    settings = current_app.extensions["lango.settings"]
+    if not livemode:
+        return DarajaCredentials(
+            base_url=settings.SANDBOX_BASE_URL,
+            consumer_key=settings.SANDBOX_CONSUMER_KEY,
+            consumer_secret=settings.SANDBOX_CONSUMER_SECRET,
+            shortcode=settings.SANDBOX_SHORTCODE,
+            passkey=settings.SANDBOX_PASSKEY,
+            kind="paybill",
+            till_number=None,
+        )
+    from payments.credentials import live_credentials
+
+    credentials = live_credentials(tenant_id, settings.DARAJA_BASE_URL) if live_enabled else None
+    if credentials is None:
+        raise LivemodeNotEnabled()
+    return credentials
+
+
+def daraja_client(credentials: DarajaCredentials) -> DarajaClient:
+    return DarajaClient(credentials, current_app.extensions["lango.redis"])
+
+
+def callback_token(tenant_id: str) -> str:
+    """`<tenant ulid>.<secret>`: names the tenant (to find its schema) and, by its secret
+    part, one push. Only its hash is stored."""
+    return f"{tenant_id.removeprefix('ten_')}.{secrets.token_urlsafe(32)}"
+
+
+def tenant_id_from_token(token: str) -> str | None:
+    tenant_part, dot, secret = token.partition(".")
+    if not dot or len(tenant_part) != 26 or not tenant_part.isalnum() or len(secret) < 32:
+        return None
+    return f"ten_{tenant_part.lower()}"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def callback_url(token: str) -> str:
+    base = current_app.extensions["lango.settings"].PUBLIC_BASE_URL.rstrip("/")
+    return f"{base}/callbacks/mpesa/stk/{token}"
+
+
+def status_channel(push_id: str) -> str:
+    return f"lango:stk-status:{push_id}"
+
+
+def publish_status(push: StkPush) -> None:
+    """Tell live streams (SSE) that the push changed; best effort, the database is the truth."""
+    try:
+        current_app.extensions["lango.redis"].publish(status_channel(push.id), push.status.value)
+    except Exception:  # Redis down: streams fall back to polling
+        logger.warning("could not publish status", extra={"stk_push_id": push.id})

@@ -1,0 +1,338 @@
+"""Every failure, whatever raised it (Flask routing, webargs, a service, an unexpected bug),
+answers JSON in the one documented shape:
+
+    {"error": {"type", "code", "message", "request_id", "param"?, "errors"?}}
+
+with the request id of its `Request-Id` header."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import text
+
+from core.extensions import db
+from core.logs import RequestIdFilter
+from tests.conftest import ApiClient
+
+REQUIRED_KEYS = {"type", "code", "message", "request_id"}
+OPTIONAL_KEYS = {"param", "errors"}
+SIGNUP = {
+    "business_name": "Mama Mboga Ltd",
+    "email": "owner@example.co.ke",
+    "password": "s3cure-Passw0rd",
+}
+ONE_MIB = 1024 * 1024
+BOOM = "database password is hunter2"
+
+
+@dataclass
+class World:
+    """What a scenario may use to provoke its error."""
+
+    app: object
+    client: object
+    tenant_factory: Callable
+    monkeypatch: pytest.MonkeyPatch
+
+    def api(self, tenant=None) -> ApiClient:
+        return ApiClient(self.client, (tenant or self.tenant_factory()).secret)
+
+    def sql(self, statement: str, **params) -> None:
+        with self.app.app_context():
+            db.session.execute(text(statement), params)
+            db.session.commit()
+
+
+def _bearer(secret: str) -> dict:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+# --- Scenarios: each sends the request that should fail. ---------------------------------
+
+
+def unknown_route(w):
+    return w.client.get("/v1/no-such-thing")
+
+
+def unknown_route_asked_for_html(w):
+    return w.client.get("/no-such-page", headers={"Accept": "text/html"})
+
+
+def missing_docs_asset(w):
+    return w.client.get("/docs/assets/no-such-file.js")
+
+
+def doubled_slash_in_path(w):
+    # Werkzeug would answer a 308 redirect with an HTML page.
+    return w.api().get("/v1//tenant")
+
+
+def wrong_method(w):
+    return w.client.put("/v1/signup", json=SIGNUP)
+
+
+def form_encoded_body(w):
+    return w.client.post("/v1/signup", data=SIGNUP)
+
+
+def text_body(w):
+    return w.client.post("/v1/signup", data="hello", content_type="text/plain")
+
+
+def malformed_json(w):
+    return w.client.post("/v1/signup", data='{"business_name": ', content_type="application/json")
+
+
+def json_not_utf8(w):
+    return w.client.post("/v1/signup", data=b'{"email": "\xff"}', content_type="application/json")
+
+
+def deeply_nested_json(w):
+    return w.client.post("/v1/signup", data="[" * 100_000, content_type="application/json")
+
+
+def json_list_instead_of_object(w):
+    return w.client.post("/v1/signup", json=[SIGNUP])
+
+
+def unknown_field(w):
+    return w.client.post("/v1/signup", json={**SIGNUP, "nickname": "Mama"})
+
+
+def missing_fields(w):
+    return w.client.post("/v1/signup", json={})
+
+
+def invalid_field(w):
+    return w.client.post("/v1/signup", json={**SIGNUP, "email": "not-an-email"})
+
+
+def invalid_query_parameter(w):
+    return w.api().get("/v1/api-keys?limit=0")
+
+
+def no_authorization_header(w):
+    return w.client.get("/v1/tenant")
+
+
+def not_a_bearer_token(w):
+    return w.client.get("/v1/tenant", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+
+
+def malformed_key(w):
+    return w.client.get("/v1/tenant", headers=_bearer("pk_test_123"))
+
+
+def unknown_key(w):
+    return w.client.get("/v1/tenant", headers=_bearer("sk_test_" + "x" * 32))
+
+
+def revoked_key(w):
+    api = w.api()
+    spare = api.post("/v1/api-keys", json={"mode": "test", "name": "spare"}).get_json()
+    assert api.delete(f"/v1/api-keys/{spare['id']}").status_code == 200
+    return w.client.get("/v1/tenant", headers=_bearer(spare["secret"]))
+
+
+def rolled_key_after_grace_period(w):
+    tenant = w.tenant_factory()
+    rolled = w.api(tenant).post(
+        f"/v1/api-keys/{tenant.key_id}/roll", json={"grace_period_seconds": 60}
+    )
+    assert rolled.status_code == 201
+    w.sql(
+        "UPDATE public.api_keys SET expires_at = now() - interval '1 second' WHERE id = :id",
+        id=tenant.key_id,
+    )
+    return w.client.get("/v1/tenant", headers=_bearer(tenant.secret))
+
+
+def suspended_tenant(w):
+    tenant = w.tenant_factory()
+    w.sql("UPDATE public.tenants SET status = 'suspended' WHERE id = :id", id=tenant.id)
+    return w.api(tenant).get("/v1/tenant")
+
+
+def live_key_from_a_test_key(w):
+    return w.api().post("/v1/api-keys", json={"mode": "live", "name": "prod"})
+
+
+def other_tenants_key(w):
+    alpha, beta = w.tenant_factory("Alpha Ltd"), w.tenant_factory("Beta Ltd")
+    return w.api(alpha).delete(f"/v1/api-keys/{beta.key_id}")
+
+
+def duplicate_signup_email(w):
+    assert w.client.post("/v1/signup", json=SIGNUP).status_code == 201
+    return w.client.post("/v1/signup", json={**SIGNUP, "email": "OWNER@example.co.ke"})
+
+
+def rate_limited_signup(w):
+    settings = w.app.extensions["lango.settings"]
+    previous = settings.RATELIMIT_SIGNUP
+    object.__setattr__(settings, "RATELIMIT_SIGNUP", "1 per hour")
+    try:
+        w.client.post("/v1/signup", json={})
+        return w.client.post("/v1/signup", json={})
+    finally:
+        object.__setattr__(settings, "RATELIMIT_SIGNUP", previous)
+
+
+def body_over_one_mib(w):
+    body = json.dumps({**SIGNUP, "business_name": "x" * ONE_MIB})
+    return w.client.post("/v1/signup", data=body, content_type="application/json")
+
+
+def exception_inside_a_view(w):
+    import tenants.service
+
+    def broken(tenant_id):
+        raise RuntimeError(BOOM)
+
+    w.monkeypatch.setattr(tenants.service, "get_tenant", broken)
+    return w.api().get("/v1/tenant")
+
+
+def _allows(*methods):
+    def check(response):
+        allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+        assert set(methods) <= allowed
+
+    return check
+
+
+def _retry_after(response):
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+
+
+@dataclass(frozen=True)
+class Expected:
+    status: int
+    type: str
+    code: str
+    param: str | None = None
+    errors: frozenset[str] | None = None
+    check: Callable | None = None
+
+
+INVALID = "invalid_request_error"
+AUTH = "authentication_error"
+PERMISSION = "permission_error"
+SIGNUP_FIELDS = frozenset({"business_name", "email", "password"})
+
+CASES = [
+    (unknown_route, Expected(404, INVALID, "resource_missing")),
+    (unknown_route_asked_for_html, Expected(404, INVALID, "resource_missing")),
+    (missing_docs_asset, Expected(404, INVALID, "resource_missing")),
+    (doubled_slash_in_path, Expected(404, INVALID, "resource_missing")),
+    (wrong_method, Expected(405, INVALID, "method_not_allowed", check=_allows("POST"))),
+    (form_encoded_body, Expected(400, INVALID, "invalid_json")),
+    (text_body, Expected(400, INVALID, "invalid_json")),
+    (malformed_json, Expected(400, INVALID, "invalid_json")),
+    (json_not_utf8, Expected(400, INVALID, "invalid_json")),
+    (deeply_nested_json, Expected(400, INVALID, "invalid_json")),
+    (
+        json_list_instead_of_object,
+        Expected(400, INVALID, "parameter_invalid", errors=frozenset({"_schema"})),
+    ),
+    (
+        unknown_field,
+        Expected(400, INVALID, "parameter_invalid", "nickname", frozenset({"nickname"})),
+    ),
+    (missing_fields, Expected(400, INVALID, "parameter_missing", "business_name", SIGNUP_FIELDS)),
+    (invalid_field, Expected(400, INVALID, "parameter_invalid", "email", frozenset({"email"}))),
+    (
+        invalid_query_parameter,
+        Expected(400, INVALID, "parameter_invalid", "limit", frozenset({"limit"})),
+    ),
+    (no_authorization_header, Expected(401, AUTH, "api_key_missing")),
+    (not_a_bearer_token, Expected(401, AUTH, "api_key_missing")),
+    (malformed_key, Expected(401, AUTH, "api_key_invalid")),
+    (unknown_key, Expected(401, AUTH, "api_key_invalid")),
+    (revoked_key, Expected(401, AUTH, "api_key_invalid")),
+    (rolled_key_after_grace_period, Expected(401, AUTH, "api_key_invalid")),
+    (suspended_tenant, Expected(403, PERMISSION, "tenant_suspended")),
+    (live_key_from_a_test_key, Expected(403, PERMISSION, "mode_mismatch", "mode")),
+    (other_tenants_key, Expected(404, INVALID, "resource_missing", "id")),
+    (duplicate_signup_email, Expected(409, INVALID, "email_taken", "email")),
+    (rate_limited_signup, Expected(429, "rate_limit_error", "rate_limited", check=_retry_after)),
+    (body_over_one_mib, Expected(413, INVALID, "body_too_large")),
+    (exception_inside_a_view, Expected(500, "api_error", "internal_error")),
+]
+
+
+@pytest.fixture
+def world(app, client, tenant_factory, monkeypatch) -> World:
+    return World(app, client, tenant_factory, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected"), [pytest.param(*case, id=case[0].__name__) for case in CASES]
+)
+def test_every_error_answers_json_in_the_one_documented_shape(world, scenario, expected):
+    response = scenario(world)
+
+    assert response.status_code == expected.status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert REQUIRED_KEYS <= set(error) <= REQUIRED_KEYS | OPTIONAL_KEYS
+    assert (error["type"], error["code"]) == (expected.type, expected.code)
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["request_id"].startswith("req_")
+    assert error["request_id"] == response.headers["Request-Id"]
+    assert error.get("param") == expected.param
+    if expected.errors is None:
+        assert "errors" not in error
+    else:
+        assert set(error["errors"]) == expected.errors
+        assert all(error["errors"].values())
+    if expected.check:
+        expected.check(response)
+
+
+@pytest.fixture
+def app_log(app):
+    """What the app's own log handler writes (JSON lines), captured for one test."""
+    handler = next(
+        handler
+        for handler in logging.getLogger().handlers
+        if any(isinstance(f, RequestIdFilter) for f in handler.filters)
+    )
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    yield buffer
+    handler.setStream(previous)
+
+
+def test_unexpected_exception_is_logged_with_its_request_id_but_not_shown(world, app_log):
+    response = exception_inside_a_view(world)
+
+    assert response.status_code == 500
+    shown = response.get_data(as_text=True)
+    assert BOOM not in shown and "Traceback" not in shown and "RuntimeError" not in shown
+    request_id = response.get_json()["error"]["request_id"]
+    logged = [json.loads(line) for line in app_log.getvalue().splitlines()]
+    errors = [entry for entry in logged if entry["level"] == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0]["request_id"] == request_id
+    assert errors[0]["error_class"] == "RuntimeError"
+    assert BOOM in errors[0]["exc_info"]
+
+
+def test_missing_fields_are_all_named_with_the_required_message(client):
+    error = client.post("/v1/signup", json={"email": SIGNUP["email"]}).get_json()["error"]
+
+    assert error["code"] == "parameter_missing"
+    assert error["errors"] == {
+        "business_name": ["Missing data for required field."],
+        "password": ["Missing data for required field."],
+    }

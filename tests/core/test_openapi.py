@@ -1,0 +1,148 @@
+"""The OpenAPI document is the code: valid, complete, honest about authentication; /docs works
+offline."""
+
+import re
+
+import pytest
+from openapi_spec_validator import validate
+
+# Served by the app but not API operations: the document itself and its viewer.
+UNDOCUMENTED_ENDPOINTS = {"static", "api-docs.openapi_json", "api-docs.openapi_swagger_ui"}
+DOCS_ASSETS = "/docs/assets/"
+AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}
+HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+# Everything else needs an API key. Daraja cannot send one: its callback URL carries an
+# unguessable token instead.
+PUBLIC_OPERATIONS = {
+    ("post", "/v1/signup"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("post", "/callbacks/mpesa/stk/{token}"),
+}
+
+
+@pytest.fixture
+def spec(client):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    return response.get_json()
+
+
+def _served_routes(app):
+    """{(method, openapi path): rule} for every route the app serves as API."""
+    routes = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in UNDOCUMENTED_ENDPOINTS or rule.rule.startswith(DOCS_ASSETS):
+            continue
+        path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - AUTOMATIC_METHODS:
+            routes[(method.lower(), path)] = rule
+    return routes
+
+
+def _operations(spec):
+    return {
+        (method, path): operation
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def _security(spec, operation):
+    # An operation's own `security` (even an empty list) overrides the document's.
+    return operation.get("security", spec.get("security", []))
+
+
+def test_openapi_document_is_valid(spec):
+    validate(spec)
+
+
+def test_openapi_documents_exactly_the_routes_the_app_serves(app, spec):
+    served = set(_served_routes(app))
+
+    assert served, "the app serves no API route?"
+    assert set(_operations(spec)) == served
+
+
+def test_every_operation_but_the_listed_public_ones_requires_bearer_auth(spec):
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "sk_…",
+    }
+    operations = _operations(spec)
+    public = {key for key, op in operations.items() if not _security(spec, op)}
+    assert public == PUBLIC_OPERATIONS & set(operations)
+    assert {("post", "/v1/signup"), ("get", "/healthz"), ("get", "/readyz")} <= public
+    for key, operation in operations.items():
+        if key not in PUBLIC_OPERATIONS:
+            assert _security(spec, operation) == [{"bearerAuth": []}], key
+
+
+def test_documented_security_matches_what_the_app_enforces(app, spec):
+    operations = _operations(spec)
+    for key, rule in _served_routes(app).items():
+        blueprint = app.blueprints[rule.endpoint.split(".", 1)[0]]
+        requires_key = getattr(blueprint, "authenticated", False)
+        assert bool(_security(spec, operations[key])) == requires_key, key
+
+
+def test_every_authenticated_operation_documents_401(spec):
+    for key, operation in _operations(spec).items():
+        if _security(spec, operation):
+            assert "401" in operation["responses"], key
+            assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ApiError"
+            }, key
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_schema", "status", "response_schema"),
+    [
+        ("post", "/v1/signup", "SignupRequest", "201", "SignupResponse"),
+        ("get", "/v1/api-keys", None, "200", "ApiKeyList"),
+        ("post", "/v1/api-keys", "ApiKeyCreate", "201", "IssuedApiKey"),
+        ("delete", "/v1/api-keys/{key_id}", None, "200", "ApiKey"),
+        ("post", "/v1/api-keys/{key_id}/roll", "ApiKeyRoll", "201", "IssuedApiKey"),
+    ],
+)
+def test_signup_and_api_key_operations_document_their_schemas(
+    spec, method, path, request_schema, status, response_schema
+):
+    operation = spec["paths"][path][method]
+    schemas = spec["components"]["schemas"]
+
+    if request_schema:
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{request_schema}"}
+        assert schemas[request_schema]["properties"]
+    response = operation["responses"][status]["content"]["application/json"]["schema"]
+    assert response == {"$ref": f"#/components/schemas/{response_schema}"}
+    assert schemas[response_schema]["properties"]
+
+
+def test_signup_request_schema_names_its_required_fields(spec):
+    schema = spec["components"]["schemas"]["SignupRequest"]
+
+    assert set(schema["required"]) == {"business_name", "email", "password"}
+
+
+def test_docs_page_loads_swagger_ui_from_local_assets_only(client):
+    page = client.get("/docs")
+
+    assert page.status_code == 200
+    assert page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assets = re.findall(r'<(?:script|link)\b[^>]*?\b(?:src|href)="([^"]+)"', html)
+    assert any(asset.endswith(".js") for asset in assets)
+    assert any(asset.endswith(".css") for asset in assets)
+    for asset in assets:
+        assert asset.startswith(DOCS_ASSETS), asset
+    assert not re.search(r"unpkg|jsdelivr|cdnjs|https?://", html)
+    assert '"/openapi.json"' in html
+    for asset in assets:
+        served = client.get(asset)
+        assert served.status_code == 200, asset
+        assert served.get_data(), asset

@@ -1,0 +1,92 @@
+"""Lango and its Daraja sandbox served for real (threaded WSGI servers on loopback), so a
+push goes app → sandbox → callback → app exactly as in production."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from tests.conftest import LANGO_PORT, SANDBOX_PORT
+
+# Short sandbox timings keep the suite quick; the behaviour is the same as with defaults.
+CALLBACK_DELAY = 0.3
+LATE_CALLBACK = 2.0
+
+
+class ServedApp:
+    def __init__(self, wsgi_app, port: int):
+        self.server = make_server("127.0.0.1", port, wsgi_app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def start(self) -> ServedApp:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def sandbox_app(redis_url):
+    from payments.sandbox import create_sandbox_app
+
+    return create_sandbox_app(
+        {
+            "SANDBOX_REDIS_URL": redis_url,
+            "SANDBOX_CALLBACK_DELAY_SECONDS": CALLBACK_DELAY,
+            "SANDBOX_LATE_CALLBACK_SECONDS": LATE_CALLBACK,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def platform(app, sandbox_app) -> Iterator[ServedApp]:
+    """Both servers up for the rest of the session; yields Lango's."""
+    sandbox = ServedApp(sandbox_app, SANDBOX_PORT).start()
+    lango = ServedApp(app, LANGO_PORT).start()
+    yield lango
+    lango.stop()
+    sandbox.stop()
+
+
+def wait_for_status(api, push_id: str, timeout: float = 20.0) -> dict:
+    """Poll the public API until the push is final."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        push = api.get(f"/v1/stk-pushes/{push_id}").get_json()
+        if push["status"] != "pending":
+            return push
+        time.sleep(0.1)
+    raise AssertionError(f"push {push_id} still pending after {timeout} s")
+
+
+class OutboundCalls:
+    """Counts outgoing HTTP requests by URL fragment (requests is the only HTTP client)."""
+
+    def __init__(self, monkeypatch):
+        self.urls: list[str] = []
+        self._lock = threading.Lock()
+        original = requests.Session.request
+
+        def counting(session, method, url, *args, **kwargs):
+            with self._lock:
+                self.urls.append(url)
+            return original(session, method, url, *args, **kwargs)
+
+        monkeypatch.setattr(requests.Session, "request", counting)
+
+    def count(self, fragment: str) -> int:
+        with self._lock:
+            return sum(1 for url in self.urls if fragment in url)
+
+
+@pytest.fixture
+def outbound(monkeypatch) -> OutboundCalls:
+    return OutboundCalls(monkeypatch)

@@ -1,0 +1,405 @@
+"""STK push through the public API, against the real Daraja sandbox and real callbacks."""
+
+import json
+import secrets
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+from sqlalchemy import select, text
+
+from core.extensions import db
+from core.tenancy import tenant_scope
+from payments import service
+from payments.jobs import reconcile_pending_pushes
+from payments.models import MpesaCallback, StkPush
+from tests.conftest import ApiClient
+from tests.payments.conftest import LATE_CALLBACK, wait_for_status
+
+STKPUSHES = "/v1/stk-pushes"
+PROCESS_REQUEST = "/mpesa/stkpush/v1/processrequest"
+
+
+def random_phone() -> str:
+    # 2547 + 8 digits, avoiding the sandbox's magic 25470000xxxx range.
+    return "2547" + str(secrets.randbelow(10**8)).zfill(8).replace("0000", "1111", 1)
+
+
+def push_body(phone=None, amount=100, **extra):
+    return {
+        "phone_number": phone or random_phone(),
+        "amount": amount,
+        "account_reference": "INV0001",
+        "description": "Order 1001",
+        **extra,
+    }
+
+
+def payment_events(app, tenant_id, push_id):
+    with app.app_context(), tenant_scope(tenant_id):
+        rows = db.session.execute(
+            text("SELECT type FROM events WHERE data->'object'->>'id' = :id"), {"id": push_id}
+        ).scalars()
+        return list(rows)
+
+
+@pytest.mark.parametrize(
+    ("phone", "status", "result_code"),
+    [
+        ("254708374149", "succeeded", "0"),
+        ("254700000001", "failed", "1"),
+        ("254700001032", "cancelled", "1032"),
+        ("254700001037", "failed", "1037"),
+        ("254700001019", "expired", "1019"),
+        ("254700002001", "failed", "2001"),
+    ],
+)
+def test_magic_numbers_end_in_their_documented_state(
+    platform, app, api, tenant, phone, status, result_code
+):
+    created = api.post(STKPUSHES, json=push_body(phone))
+    assert created.status_code == 202, created.get_json()
+    assert created.get_json()["status"] == "pending"
+    assert created.get_json()["id"].startswith("stk_")
+
+    final = wait_for_status(api, created.get_json()["id"])
+
+    assert (final["status"], final["result_code"]) == (status, result_code)
+    assert final["result_description"]
+    if status == "succeeded":
+        assert len(final["mpesa_receipt_number"]) == 10
+        assert final["transaction_date"].endswith("Z")
+    else:
+        assert final["mpesa_receipt_number"] is None
+    assert payment_events(app, tenant.id, final["id"]) == [f"payment.{status}"]
+
+
+def test_lock_error_is_refused_at_once_and_nothing_is_pending(platform, app, api, tenant):
+    response = api.post(STKPUSHES, json=push_body("254700001001"))
+
+    assert response.status_code == 502
+    error = response.get_json()["error"]
+    assert (error["type"], error["code"]) == ("upstream_error", "daraja_unavailable")
+    assert error["daraja_error_code"] == "500.001.1001"
+    push = api.get(f"{STKPUSHES}/{error['stk_push_id']}").get_json()
+    assert push["status"] == "failed" and "lock subscriber" in push["result_description"]
+    assert payment_events(app, tenant.id, push["id"]) == ["payment.failed"]
+
+
+def test_duplicate_callback_changes_state_once(platform, app, api, tenant):
+    push_id = api.post(STKPUSHES, json=push_body("254700000098")).get_json()["id"]
+    assert wait_for_status(api, push_id)["status"] == "succeeded"
+
+    with app.app_context(), tenant_scope(tenant.id):
+        for _ in range(50):  # the second copy follows the first closely
+            outcomes = db.session.scalars(
+                select(MpesaCallback.outcome).where(MpesaCallback.stk_push_id == push_id)
+            ).all()
+            db.session.rollback()
+            if len(outcomes) == 2:
+                break
+            threading.Event().wait(0.1)
+    assert sorted(outcomes) == ["applied", "duplicate"]
+    assert payment_events(app, tenant.id, push_id) == ["payment.succeeded"]
+
+
+def test_no_callback_is_resolved_by_reconciliation(platform, app, api, tenant):
+    push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
+    threading.Event().wait(1.5)  # past the sandbox's decision and RECONCILE_AFTER_SECONDS
+    assert api.get(f"{STKPUSHES}/{push_id}").get_json()["status"] == "pending"
+
+    with app.app_context():
+        report = reconcile_pending_pushes()
+
+    assert report["resolved"] >= 1
+    final = api.get(f"{STKPUSHES}/{push_id}").get_json()
+    assert (final["status"], final["result_code"]) == ("succeeded", "0")
+    assert payment_events(app, tenant.id, push_id) == ["payment.succeeded"]
+
+
+def test_late_callback_still_lands(platform, api):
+    push_id = api.post(STKPUSHES, json=push_body("254700000097")).get_json()["id"]
+    assert wait_for_status(api, push_id, timeout=LATE_CALLBACK + 15)["status"] == "succeeded"
+
+
+def test_push_without_outcome_expires_after_the_deadline(platform, app, api, tenant):
+    push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
+    with app.app_context(), tenant_scope(tenant.id):
+        # Daraja never answers the query either: simulate by forgetting the checkout id.
+        db.session.execute(
+            text("UPDATE stk_pushes SET checkout_request_id = NULL WHERE id = :id"),
+            {"id": push_id},
+        )
+        db.session.commit()
+        later = datetime.now(UTC) + timedelta(minutes=6)
+        report = service.reconcile_pending(tenant.id, False, now=later)
+
+    assert report.expired == 1
+    final = api.get(f"{STKPUSHES}/{push_id}").get_json()
+    assert final["status"] == "expired"
+    assert payment_events(app, tenant.id, push_id) == ["payment.expired"]
+
+
+def test_concurrent_pushes_with_shared_idempotency_keys_call_daraja_once_per_key(
+    platform, api, tenant, outbound
+):
+    keys = [f"order-{i}-{secrets.token_hex(4)}" for i in range(10)]
+    bodies = {key: push_body() for key in keys}
+    results: list[tuple[str, int, dict]] = []
+    lock = threading.Lock()
+
+    def send(key):
+        response = requests.post(
+            f"{platform.url}{STKPUSHES}",
+            json=bodies[key],
+            headers={"Authorization": f"Bearer {tenant.secret}", "Idempotency-Key": key},
+            timeout=30,
+        )
+        with lock:
+            results.append((key, response.status_code, response.json()))
+
+    threads = [threading.Thread(target=send, args=(keys[i % 10],)) for i in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert len(results) == 50
+    assert {status for _, status, _ in results} <= {202, 409}
+    ids = {body["id"] for _, status, body in results if status == 202}
+    assert len(ids) == 10
+    for _, status, body in results:
+        if status == 409:
+            assert body["error"]["code"] == "idempotency_key_in_use"
+    assert outbound.count(PROCESS_REQUEST) == 10
+    listed = api.get(f"{STKPUSHES}?limit=100").get_json()["data"]
+    assert len(listed) == 10
+
+
+def test_idempotent_retry_replays_and_a_different_body_conflicts(platform, api):
+    body = push_body()
+    first = api.post(STKPUSHES, json=body, headers={"Idempotency-Key": "k-1"})
+    again = api.post(STKPUSHES, json=body, headers={"Idempotency-Key": "k-1"})
+    other = api.post(STKPUSHES, json={**body, "amount": 101}, headers={"Idempotency-Key": "k-1"})
+
+    assert first.status_code == again.status_code == 202
+    assert again.get_json() == first.get_json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 409
+    assert other.get_json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_validation_failures_are_not_stored_under_the_key(platform, api):
+    bad = api.post(STKPUSHES, json=push_body(amount=0), headers={"Idempotency-Key": "k-2"})
+    good = api.post(STKPUSHES, json=push_body(), headers={"Idempotency-Key": "k-2"})
+    assert (bad.status_code, good.status_code) == (400, 202)
+
+
+def test_one_oauth_call_serves_a_hundred_pushes(platform, api, outbound):
+    for _ in range(100):
+        assert api.post(STKPUSHES, json=push_body()).status_code == 202
+    assert outbound.count(PROCESS_REQUEST) == 100
+    assert outbound.count("/oauth/v1/generate") <= 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("amount", 0),
+        ("amount", 250_001),
+        ("amount", 10.5),
+        ("amount", "100"),
+        ("phone_number", "0808374149"),
+        ("phone_number", "+255708374149"),
+        ("account_reference", "A" * 13),
+        ("description", "D" * 14),
+        ("metadata", "not-an-object"),
+    ],
+)
+def test_invalid_push_names_the_field(api, field, value):
+    response = api.post(STKPUSHES, json=push_body(**{field: value}))
+    assert response.status_code == 400
+    assert response.get_json()["error"]["param"] == field
+
+
+def test_phone_numbers_are_normalised(platform, api):
+    response = api.post(STKPUSHES, json=push_body("0712345678"))
+    assert response.get_json()["phone_number"] == "254712345678"
+
+
+def test_another_tenants_push_is_404(platform, client, tenant_factory):
+    alpha, beta = tenant_factory("Alpha Ltd"), tenant_factory("Beta Ltd")
+    push_id = ApiClient(client, beta.secret).post(STKPUSHES, json=push_body()).get_json()["id"]
+    alpha_api = ApiClient(client, alpha.secret)
+
+    assert alpha_api.get(f"{STKPUSHES}/{push_id}").status_code == 404
+    assert alpha_api.get(f"{STKPUSHES}/{push_id}/stream").status_code == 404
+    assert alpha_api.get(STKPUSHES).get_json()["data"] == []
+
+
+def test_live_key_needs_credentials_and_enablement(platform, app, client, tenant):
+    from tenants.service import create_api_key
+
+    with app.app_context():
+        live_secret = create_api_key(tenant.id, livemode=True, name="live").secret
+    live = ApiClient(client, live_secret)
+
+    refused = live.post(STKPUSHES, json=push_body())
+
+    assert refused.status_code == 403
+    assert refused.get_json()["error"]["code"] == "livemode_not_enabled"
+
+
+def test_test_keys_never_see_live_pushes(platform, app, client, api, tenant):
+    from payments.credentials import save_credentials
+    from tenants.service import create_api_key, get_tenant
+
+    with app.app_context():
+        save_credentials(
+            tenant.id,
+            shortcode="174379",
+            kind="paybill",
+            till_number=None,
+            consumer_key="lango_sandbox_key",
+            consumer_secret="lango_sandbox_secret",
+            passkey=app.extensions["lango.settings"].SANDBOX_PASSKEY,
+        )
+        get_tenant(tenant.id).live_enabled = True
+        db.session.commit()
+        live_secret = create_api_key(tenant.id, livemode=True, name="live").secret
+    # Live mode normally talks to Safaricom; here its base URL is our sandbox.
+    settings = app.extensions["lango.settings"]
+    original = settings.DARAJA_BASE_URL
+    object.__setattr__(settings, "DARAJA_BASE_URL", settings.SANDBOX_BASE_URL)
+    try:
+        live = ApiClient(client, live_secret)
+        live_push = live.post(STKPUSHES, json=push_body())
+        assert live_push.status_code == 202, live_push.get_json()
+        assert live_push.get_json()["livemode"] is True
+        test_push = api.post(STKPUSHES, json=push_body()).get_json()
+    finally:
+        object.__setattr__(settings, "DARAJA_BASE_URL", original)
+
+    assert api.get(f"{STKPUSHES}/{live_push.get_json()['id']}").status_code == 404
+    assert [p["id"] for p in api.get(STKPUSHES).get_json()["data"]] == [test_push["id"]]
+    assert [p["id"] for p in live.get(STKPUSHES).get_json()["data"]] == [live_push.get_json()["id"]]
+
+
+def test_daraja_down_fails_the_push_with_503(app, api, tenant):
+    settings = app.extensions["lango.settings"]
+    original = settings.SANDBOX_BASE_URL
+    object.__setattr__(settings, "SANDBOX_BASE_URL", "http://127.0.0.1:1")  # nothing listens
+    try:
+        response = api.post(STKPUSHES, json=push_body())
+    finally:
+        object.__setattr__(settings, "SANDBOX_BASE_URL", original)
+
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error["code"] == "daraja_unavailable"
+    assert api.get(f"{STKPUSHES}/{error['stk_push_id']}").get_json()["status"] == "failed"
+
+
+def test_forged_callback_tokens_are_404(platform, tenant):
+    body = {"Body": {"stkCallback": {"ResultCode": 0}}}
+    forged = [
+        "nonsense",
+        tenant.id.removeprefix("ten_") + "." + secrets.token_urlsafe(32),
+        "0" * 26 + "." + secrets.token_urlsafe(32),
+    ]
+    for token in forged:
+        response = requests.post(
+            f"{platform.url}/callbacks/mpesa/stk/{token}", json=body, timeout=5
+        )
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "resource_missing"
+
+
+def test_callback_with_a_wrong_amount_is_flagged_not_applied(
+    platform, app, api, tenant, monkeypatch
+):
+    token = {}
+    original = service.callback_token
+
+    def remember(tenant_id):
+        token["value"] = original(tenant_id)
+        return token["value"]
+
+    monkeypatch.setattr(service, "callback_token", remember)
+    push = api.post(STKPUSHES, json=push_body("254700000099", amount=500)).get_json()
+    forged_success = {
+        "Body": {
+            "stkCallback": {
+                "MerchantRequestID": "x",
+                "CheckoutRequestID": push["checkout_request_id"],
+                "ResultCode": 0,
+                "ResultDesc": "The service request is processed successfully.",
+                "CallbackMetadata": {
+                    "Item": [
+                        {"Name": "Amount", "Value": 1.00},
+                        {"Name": "MpesaReceiptNumber", "Value": "UKL1ABCDEF"},
+                        {"Name": "Balance"},
+                        {"Name": "TransactionDate", "Value": 20261122101010},
+                        {"Name": "PhoneNumber", "Value": int(push["phone_number"])},
+                    ]
+                },
+            }
+        }
+    }
+    response = requests.post(
+        f"{platform.url}/callbacks/mpesa/stk/{token['value']}", json=forged_success, timeout=5
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    assert api.get(f"{STKPUSHES}/{push['id']}").get_json()["status"] == "pending"
+    with app.app_context(), tenant_scope(tenant.id):
+        stored = db.session.get(StkPush, push["id"])
+        callback = db.session.scalars(
+            select(MpesaCallback).where(MpesaCallback.stk_push_id == push["id"])
+        ).one()
+        assert "amount" in stored.flagged_reason
+        assert callback.outcome == "mismatch"
+        assert json.loads(callback.body) == forged_success
+
+
+def test_status_stream_emits_each_change_and_closes(platform, api, tenant):
+    push_id = api.post(STKPUSHES, json=push_body()).get_json()["id"]
+    response = requests.get(
+        f"{platform.url}{STKPUSHES}/{push_id}/stream",
+        headers={"Authorization": f"Bearer {tenant.secret}"},
+        stream=True,
+        timeout=30,
+    )
+    assert response.headers["Content-Type"].startswith("text/event-stream"), response.text[:500]
+    statuses = [
+        json.loads(line.removeprefix("data: "))["status"]
+        for line in response.iter_lines(decode_unicode=True)
+        if line.startswith("data: ")
+    ]
+    assert statuses[-1] == "succeeded"
+    assert statuses[0] in {"pending", "succeeded"}
+
+
+def test_list_filters_and_csv_export(platform, api):
+    phone = random_phone()
+    ids = []
+    for _ in range(2):  # one at a time: M-Pesa locks a phone while a prompt is open
+        ids.append(api.post(STKPUSHES, json=push_body(phone)).get_json()["id"])
+        wait_for_status(api, ids[-1])
+    other = api.post(STKPUSHES, json=push_body()).get_json()["id"]
+    wait_for_status(api, other)
+
+    by_phone = api.get(f"{STKPUSHES}?phone_number=0{phone[3:]}").get_json()["data"]
+    assert [p["id"] for p in by_phone] == ids[::-1]
+    since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    recent = api.get(f"{STKPUSHES}?status=succeeded&created[gte]={since}").get_json()["data"]
+    assert {p["id"] for p in recent} == {*ids, other}
+    assert api.get(f"{STKPUSHES}?status=failed").get_json()["data"] == []
+
+    export = api.get(f"{STKPUSHES}/export?phone_number={phone}")
+    assert export.status_code == 200 and export.mimetype == "text/csv"
+    lines = export.get_data(as_text=True).strip().splitlines()
+    assert lines[0].startswith("id,status,livemode,phone_number,amount")
+    assert [line.split(",")[0] for line in lines[1:]] == ids[::-1]
