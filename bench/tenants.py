@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -76,6 +77,8 @@ def servers() -> Iterator[tuple[str, str]]:
     if not database_url or not redis_url:
         from core.embedded import start_embedded
 
+        # platformdirs warns when a container has no XDG_RUNTIME_DIR; nothing here needs it.
+        warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
         embedded = start_embedded(ROOT / ".lango" / "bench", database="postgres")
         database_url = database_url or embedded.database_url
         redis_url = redis_url or embedded.redis_url

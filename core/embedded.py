@@ -42,13 +42,18 @@ def start_embedded(data_dir: Path = DEFAULT_DATA_DIR, database: str = "lango") -
     """Start (or reuse, if already running) both servers under `data_dir`."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # A server someone else started (another `lango up`, a parallel test run) is reused and
+    # left running when we stop: only what we started is ours to stop.
+    already_running = (data_dir / "postgres" / "postmaster.pid").exists()
     server = _start_postgres(data_dir / "postgres")
     base_uri = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
     _ensure_database(server, database)
     socket_dir = base_uri.split("host=", 1)[1]
     database_url = f"postgresql://postgres@/{database}?host={socket_dir}"
     redis_process, redis_url = _start_redis(data_dir / "redis")
-    return EmbeddedServices(data_dir, database_url, redis_url, redis_process, server)
+    return EmbeddedServices(
+        data_dir, database_url, redis_url, redis_process, None if already_running else server
+    )
 
 
 def _start_postgres(pgdata: Path):

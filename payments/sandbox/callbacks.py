@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import requests
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from payments.sandbox.store import SandboxStore
 
@@ -122,6 +123,7 @@ class CallbackDispatcher:
             thread.join(timeout)
 
     def _run(self) -> None:
+        redis_down = False
         with ThreadPoolExecutor(self.workers, thread_name_prefix="sandbox-callback") as pool:
             while not self._stopping.is_set():
                 self._wakeup.clear()
@@ -129,8 +131,15 @@ class CallbackDispatcher:
                     for checkout_request_id, copy in self.store.claim_due_callbacks(time.time()):
                         pool.submit(self._deliver, checkout_request_id, copy)
                     wait = self._seconds_until_next()
+                    if redis_down:
+                        logger.warning("callback schedule readable again")
+                    redis_down = False
+                except RedisConnectionError as exc:
+                    # Redis down or restarting: keep the thread, say so once, retry shortly.
+                    if not redis_down:
+                        logger.warning("callback schedule unreadable, retrying: %s", exc)
+                    redis_down, wait = True, 1.0
                 except Exception:
-                    # Redis down or restarting: keep the thread, try again shortly.
                     logger.exception("callback schedule unreadable; retrying")
                     wait = 1.0
                 self._wakeup.wait(wait)

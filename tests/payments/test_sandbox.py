@@ -257,7 +257,7 @@ def assert_daraja_error(response, status: int, code: str, message: str) -> None:
     assert list(body) == ["requestId", "errorCode", "errorMessage"]
     assert (body["errorCode"], body["errorMessage"]) == (code, message)
     assert int(code.split(".")[0]) == status
-    assert body["requestId"]
+    assert REQUEST_ID.fullmatch(body["requestId"])
 
 
 # OAuth ----------------------------------------------------------------------------------
