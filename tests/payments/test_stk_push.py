@@ -403,3 +403,18 @@ def test_list_filters_and_csv_export(platform, api):
     lines = export.get_data(as_text=True).strip().splitlines()
     assert lines[0].startswith("id,status,livemode,phone_number,amount")
     assert [line.split(",")[0] for line in lines[1:]] == ids[::-1]
+
+
+def test_callback_allow_list_admits_only_listed_networks(app):
+    settings = app.extensions["lango.settings"]
+    object.__setattr__(settings, "MPESA_CALLBACK_ALLOWED_IPS", ("196.201.214.0/24",))
+    try:
+        with app.app_context():
+            assert service._allowed_callback_source("196.201.214.200")
+            assert not service._allowed_callback_source("127.0.0.1")
+            assert not service._allowed_callback_source("not-an-ip")
+            assert not service._allowed_callback_source(None)
+    finally:
+        object.__setattr__(settings, "MPESA_CALLBACK_ALLOWED_IPS", ())
+    with app.app_context():
+        assert service._allowed_callback_source("127.0.0.1")  # no list: no check

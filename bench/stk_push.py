@@ -1,0 +1,756 @@
+"""STK push throughput, printed (not asserted), beside the floor of the same stack:
+
+1. `POST /v1/stk-pushes` (test mode) under gunicorn, against the Daraja sandbox run as its
+   own process: requests/s, p50/p99. Each push also brings one callback from the sandbox
+   to the same gunicorn while the load runs, as in production.
+2. `POST /callbacks/mpesa/stk/<token>`: M pending pushes made here with known tokens, then
+   one Daraja success callback each, fired concurrently: callbacks/s, p50/p99, and a check
+   that every one of those pushes ended `succeeded`.
+3. The floor: bench/floor_app.py (Flask + one INSERT) under the same gunicorn settings and
+   the same load shape; then the ratios Lango/floor.
+
+    .venv/bin/python bench/stk_push.py [--requests 2000] [--concurrency 16] [--web-workers 2]
+
+Uses DATABASE_URL / REDIS_URL when set, else the embedded servers under .lango/bench. Works
+in a database of its own, created here and dropped at the end; the Redis keys it made are
+deleted at the end. Every process it starts runs in its own process group and is stopped
+on the way out (Ctrl-C and errors included). Where the CPU goes is read from /proc (Linux).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+# The project from its root, ahead of this folder (bench/tenants.py shadows `tenants`).
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+import requests  # noqa: E402
+from cryptography.fernet import Fernet  # noqa: E402
+from flask import Flask  # noqa: E402
+from redis import Redis  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
+
+from core import create_app  # noqa: E402
+from core.cli import upgrade_public  # noqa: E402
+from core.extensions import db  # noqa: E402
+from core.ids import new_id  # noqa: E402
+from core.tenancy import tenant_scope  # noqa: E402
+from payments.daraja import _digest  # noqa: E402
+from payments.models import MpesaCallback, PushStatus, StkPush  # noqa: E402
+from payments.service import callback_token, hash_token  # noqa: E402
+from tenants.service import sign_up  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SECRET_KEY = secrets.token_urlsafe(48)
+ENCRYPTION_KEY = Fernet.generate_key().decode()
+SANDBOX_CONSUMER_KEY = "lango_sandbox_key"
+REQUEST_TIMEOUT = 30.0
+LOG_DIR = ROOT / ".lango" / "bench" / "logs"
+
+
+# --- servers, database, processes -------------------------------------------------------
+
+
+@contextmanager
+def servers() -> Iterator[tuple[str, str]]:
+    """(PostgreSQL maintenance URL, Redis URL): the given ones, else embedded servers.
+
+    Embedded servers that were already running (another bench) are left running."""
+    database_url = os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("REDIS_URL")
+    embedded = None
+    if not database_url or not redis_url:
+        from core.embedded import start_embedded
+
+        data_dir = ROOT / ".lango" / "bench"
+        postgres_was_running = (data_dir / "postgres" / "postmaster.pid").exists()
+        embedded = start_embedded(data_dir, database="postgres")
+        if postgres_was_running:
+            embedded._postgres = None  # someone else's: do not stop it
+        database_url = database_url or embedded.database_url
+        redis_url = redis_url or embedded.redis_url
+    try:
+        yield (
+            database_url.replace("postgresql+psycopg://", "postgresql://", 1).replace(
+                "postgres://", "postgresql://", 1
+            ),
+            redis_url,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[tuple[str, str]]:
+    """(URL, name) of a new database, dropped on the way out."""
+    name = f"lango_bench_stk_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}")), name
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Processes:
+    """Child processes, each in its own session (process group), stopped as a group."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        with open(LOG_DIR / f"{name}.log", "wb") as log:
+            process = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # the sandbox's access log
+                stderr=log,
+                start_new_session=True,
+            )
+        self.running[name] = process
+        return process
+
+    def wait_http(self, name: str, url: str, seconds: float = 60) -> None:
+        """Until `url` answers anything over HTTP (the process is serving)."""
+        process = self.running[name]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(
+                    f"{name} exited with {process.returncode}; see {LOG_DIR / name}.log"
+                )
+            try:
+                requests.get(url, timeout=2)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise SystemExit(f"{name} did not start in {seconds:.0f} s; see {LOG_DIR / name}.log")
+
+    def stop(self, name: str) -> None:
+        process = self.running.pop(name, None)
+        if process is None:
+            return
+        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Workers outliving their master (killed): same group, so end them too.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.running)):
+            self.stop(name)
+
+
+def gunicorn_args(app_path: str, port: int, workers: int, threads: int) -> list[str]:
+    """The one gunicorn command line both Lango and the floor run under."""
+    return [
+        str(BIN / "gunicorn"),
+        app_path,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--graceful-timeout",
+        "5",
+        # gunicorn ≥ 25 claims one control socket per user; two servers would collide.
+        "--no-control-socket",
+    ]
+
+
+def _raise_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+# --- CPU accounting (Linux /proc) -------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(groups: dict[str, int], database: str) -> dict[str, float]:
+    """CPU seconds used so far, by component: our process groups, the PostgreSQL backends
+    serving our database, redis-server, and this process (the load generator)."""
+    totals: Counter[str] = Counter()
+    try:
+        pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return {}
+    by_group = {pgid: name for name, pgid in groups.items()}
+    me = os.getpid()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                stat = handle.read().decode(errors="replace")
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            rest = stat[stat.rindex(")") + 2 :].split()
+            pgid, ticks = int(rest[2]), int(rest[11]) + int(rest[12])
+            if int(pid) == me:
+                name = "load generator (this process)"
+            elif pgid in by_group:
+                name = by_group[pgid]
+            elif comm.startswith("redis-server"):
+                name = "redis-server"
+            elif comm.startswith("postgres"):
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+                if f" {database} " not in cmdline:
+                    continue
+                name = "postgres backends"
+            else:
+                continue
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        totals[name] += ticks / CLOCK_TICKS
+    return dict(totals)
+
+
+# --- load generator ---------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    label: str
+    expect: int
+    sent: int
+    wall: float
+    latencies: list[float]  # seconds, expected-status responses only
+    outcomes: Counter = field(default_factory=Counter)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.wall if self.wall else 0.0
+
+    def percentile_ms(self, percent: int) -> float:
+        if len(self.latencies) < 2:
+            return float("nan")
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[percent - 1] * 1000
+
+
+def run_load(
+    label: str,
+    send: Callable[[requests.Session, int], requests.Response],
+    *,
+    count: int,
+    concurrency: int,
+    max_seconds: float,
+    expect: int,
+    cpu: Callable[[], dict[str, float]] = dict,
+) -> LoadResult:
+    """`count` requests (or as many as fit in `max_seconds`), `concurrency` at a time: a pool
+    of threads, one requests.Session each, taking the next request number as they free up."""
+    lock = threading.Lock()
+    stop = threading.Event()
+    next_number = 0
+    latencies: list[float] = []
+    outcomes: Counter = Counter()
+
+    def worker() -> None:
+        nonlocal next_number
+        with requests.Session() as session:
+            while not stop.is_set():
+                with lock:
+                    number = next_number
+                    next_number += 1
+                if number >= count or time.perf_counter() > deadline:
+                    return
+                started = time.perf_counter()
+                try:
+                    outcome = send(session, number).status_code
+                except requests.RequestException as error:
+                    outcome = type(error).__name__
+                elapsed = time.perf_counter() - started
+                with lock:
+                    outcomes[outcome] += 1
+                    if outcome == expect:
+                        latencies.append(elapsed)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    cpu_before = cpu()
+    started = time.perf_counter()
+    deadline = started + max_seconds
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        stop.set()
+        raise
+    wall = time.perf_counter() - started
+    cpu_after = cpu()
+    used = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+    return LoadResult(label, expect, sum(outcomes.values()), wall, latencies, outcomes, used)
+
+
+def print_result(result: LoadResult, unit: str) -> None:
+    print(
+        f"  {result.label:<34} {result.rate:8.1f} {unit}/s   p50 {result.percentile_ms(50):7.1f} ms"
+        f"   p99 {result.percentile_ms(99):7.1f} ms   ({result.ok}/{result.sent} ok"
+        f" in {result.wall:.1f} s)"
+    )
+    others = {key: value for key, value in result.outcomes.items() if key != result.expect}
+    if others:
+        print(f"    other outcomes: {dict(others)}")
+    if result.cpu and result.ok:
+        total = sum(result.cpu.values())
+        cores = os.cpu_count() or 1
+        parts = ", ".join(
+            f"{name} {seconds * 1000 / result.ok:.2f}"
+            for name, seconds in sorted(result.cpu.items(), key=lambda item: -item[1])
+            if seconds > 0
+        )
+        print(
+            f"    CPU ms per request: {total * 1000 / result.ok:.2f} ({parts}); "
+            f"machine busy {total / (result.wall * cores):.0%} of {cores} cores"
+        )
+
+
+# --- the Lango side ---------------------------------------------------------------------
+
+
+def random_phones(count: int, rng: random.Random) -> list[str]:
+    """Distinct valid 2547XXXXXXXX numbers, none of the sandbox's magic 25470000xxxx."""
+    phones: set[str] = set()
+    while len(phones) < count:
+        phone = f"2547{rng.randrange(10**8):08d}"
+        if not phone.startswith("25470000"):
+            phones.add(phone)
+    return list(phones)
+
+
+def push_bodies(count: int, rng: random.Random, prefix: str) -> list[bytes]:
+    return [
+        json.dumps(
+            {
+                "phone_number": phone,
+                "amount": rng.randint(1, 5000),
+                "account_reference": f"{prefix}{number}"[:12],
+                "description": "Bench order",
+            }
+        ).encode()
+        for number, phone in enumerate(random_phones(count, rng))
+    ]
+
+
+def push_sender(base_url: str, secret: str, bodies: list[bytes], idempotency: bool, run: str):
+    url = f"{base_url}/v1/stk-pushes"
+
+    def send(session: requests.Session, number: int) -> requests.Response:
+        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        if idempotency:
+            headers["Idempotency-Key"] = f"bench-{run}-{number}"
+        return session.post(url, data=bodies[number], headers=headers, timeout=REQUEST_TIMEOUT)
+
+    return send
+
+
+@dataclass(frozen=True)
+class KnownPush:
+    id: str
+    token: str
+    checkout_request_id: str
+    phone: str
+    amount: int
+
+
+def create_known_pushes(app: Flask, tenant_id: str, count: int, rng: random.Random):
+    """Pending test-mode pushes whose callback tokens we hold (as initiate_push leaves them
+    once Daraja accepted)."""
+    now = datetime.now(UTC)
+    stamp = now.strftime("%d%m%Y%H%M%S%f")[:17]
+    pushes = [
+        KnownPush(
+            id=new_id("stk"),
+            token=callback_token(tenant_id),
+            checkout_request_id=f"ws_CO_{stamp}{number:09d}",
+            phone=phone,
+            amount=rng.randint(1, 5000),
+        )
+        for number, phone in enumerate(random_phones(count, rng))
+    ]
+    rows = [
+        {
+            "id": push.id,
+            "livemode": False,
+            "status": PushStatus.PENDING,
+            "phone_number": push.phone,
+            "amount": push.amount,
+            "account_reference": "BENCH",
+            "description": "Bench order",
+            "metadata_": {},
+            "callback_token_hash": hash_token(push.token),
+            "merchant_request_id": f"{rng.randrange(10**5)}-{rng.randrange(10**8)}-1",
+            "checkout_request_id": push.checkout_request_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for push in pushes
+    ]
+    with app.app_context(), tenant_scope(tenant_id):
+        for start in range(0, len(rows), 500):
+            db.session.execute(insert(StkPush), rows[start : start + 500])
+        db.session.commit()
+        db.session.remove()
+    return pushes
+
+
+def success_callback(push: KnownPush, rng: random.Random) -> bytes:
+    """Daraja's success callback (daraja.md §3.2), amount and phone matching the push."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    receipt = "TK" + "".join(rng.choice(alphabet) for _ in range(8))
+    body = {
+        "Body": {
+            "stkCallback": {
+                "MerchantRequestID": f"{rng.randrange(10**5)}-{rng.randrange(10**8)}-1",
+                "CheckoutRequestID": push.checkout_request_id,
+                "ResultCode": 0,
+                "ResultDesc": "The service request is processed successfully.",
+                "CallbackMetadata": {
+                    "Item": [
+                        {"Name": "Amount", "Value": float(push.amount)},
+                        {"Name": "MpesaReceiptNumber", "Value": receipt},
+                        {"Name": "Balance"},
+                        {
+                            "Name": "TransactionDate",
+                            "Value": int(datetime.now(UTC).strftime("%Y%m%d%H%M%S")),
+                        },
+                        {"Name": "PhoneNumber", "Value": int(push.phone)},
+                    ]
+                },
+            }
+        }
+    }
+    return json.dumps(body).encode()
+
+
+def callback_sender(base_url: str, pushes: list[KnownPush], bodies: list[bytes]):
+    def send(session: requests.Session, number: int) -> requests.Response:
+        return session.post(
+            f"{base_url}/callbacks/mpesa/stk/{pushes[number].token}",
+            data=bodies[number],
+            headers={"Content-Type": "application/json"},
+            timeout=REQUEST_TIMEOUT,
+        )
+
+    return send
+
+
+def status_counts(app: Flask, tenant_id: str, ids: list[str] | None = None) -> Counter:
+    with app.app_context(), tenant_scope(tenant_id):
+        statement = select(StkPush.status, func.count()).group_by(StkPush.status)
+        if ids is not None:
+            statement = statement.where(StkPush.id.in_(ids))
+        counts = Counter({status.value: n for status, n in db.session.execute(statement)})
+        db.session.remove()
+    return counts
+
+
+def wait_settled(app: Flask, tenant_id: str, seconds: float) -> Counter:
+    """Until no push of the tenant is pending (or `seconds` passed); the last counts."""
+    deadline = time.monotonic() + seconds
+    while True:
+        counts = status_counts(app, tenant_id)
+        if not counts.get("pending") or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.25)
+
+
+def unsucceeded(app: Flask, tenant_id: str, ids: list[str]) -> list[tuple]:
+    with app.app_context(), tenant_scope(tenant_id):
+        rows = db.session.execute(
+            select(StkPush.id, StkPush.status, StkPush.flagged_reason).where(
+                StkPush.id.in_(ids), StkPush.status != PushStatus.SUCCEEDED
+            )
+        ).all()
+        outcomes = Counter(
+            outcome
+            for (outcome,) in db.session.execute(
+                select(MpesaCallback.outcome).where(MpesaCallback.stk_push_id.in_(ids))
+            )
+        )
+        db.session.remove()
+    return [(row.id, row.status.value, row.flagged_reason) for row in rows], outcomes
+
+
+def delete_redis_keys(redis_url: str, patterns: list[str]) -> int:
+    redis = Redis.from_url(redis_url)
+    deleted = 0
+    for pattern in patterns:
+        batch = list(redis.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(batch), 500):
+            deleted += redis.delete(*batch[start : start + 500])
+    return deleted
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="pushes (and floor requests)")
+    parser.add_argument("--callbacks", type=int, default=None, help="callbacks (default: --requests)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    parser.add_argument("--sandbox-workers", type=int, default=2, help="sandbox gunicorn workers")
+    parser.add_argument(
+        "--callback-delay", type=float, default=0.05, help="SANDBOX_CALLBACK_DELAY_SECONDS"
+    )
+    parser.add_argument("--max-seconds", type=float, default=60, help="time bound per phase")
+    parser.add_argument(
+        "--idempotency-key",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="send a fresh Idempotency-Key with each push (as a careful client does)",
+    )
+    args = parser.parse_args()
+    callbacks = args.callbacks if args.callbacks is not None else args.requests
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+
+    run = secrets.token_hex(4)
+    rng = random.Random()
+    lango_port, sandbox_port, floor_port = free_port(), free_port(), free_port()
+    lango_url = f"http://127.0.0.1:{lango_port}"
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    floor_url = f"http://127.0.0.1:{floor_port}"
+    sandbox_prefix = f"sandbox:bench-{run}:"
+    processes = Processes()
+    redis_url = None
+    key_id = None
+    try:
+        with ExitStack() as stack:
+            server_url, redis_url = stack.enter_context(servers())
+            database_url, database = stack.enter_context(fresh_database(server_url))
+            with psycopg.connect(database_url, autocommit=True) as connection:
+                version = connection.execute("SHOW server_version").fetchone()[0]
+                connection.execute(
+                    "CREATE TABLE bench_floor (id bigserial PRIMARY KEY, phone_number text,"
+                    " amount bigint, account_reference text,"
+                    " created_at timestamptz NOT NULL DEFAULT now())"
+                )
+            lango_env = {
+                "DATABASE_URL": database_url,
+                "REDIS_URL": redis_url,
+                "SECRET_KEY": SECRET_KEY,
+                "ENCRYPTION_KEYS": ENCRYPTION_KEY,
+                "LANGO_ENV": "production",
+                "LOG_LEVEL": "WARNING",
+                "PUBLIC_BASE_URL": lango_url,
+                "SANDBOX_BASE_URL": sandbox_url,
+                "RATELIMIT_API_KEY": "100000 per second",
+            }
+            app = create_app(lango_env)
+            with app.app_context():
+                upgrade_public()
+                signed_up = sign_up("Bench Shop", f"owner-{run}@bench.example", "s3cure-Passw0rd")
+                tenant_id, secret = signed_up.tenant.id, signed_up.issued.secret
+                key_id = signed_up.issued.key.id
+                db.session.remove()
+
+            child_env = {**os.environ, **lango_env}
+            sandbox_env = {
+                **child_env,
+                "SANDBOX_REDIS_URL": redis_url,
+                "SANDBOX_CALLBACK_DELAY_SECONDS": str(args.callback_delay),
+                "SANDBOX_KEY_PREFIX": sandbox_prefix,
+            }
+            print(
+                f"PostgreSQL {version}, {os.cpu_count()} CPUs; gunicorn --workers "
+                f"{args.web_workers} --threads {args.threads}; concurrency {args.concurrency};"
+                f" sandbox: {args.sandbox_workers} workers, callback delay "
+                f"{args.callback_delay} s; Idempotency-Key {'on' if args.idempotency_key else 'off'}",
+                flush=True,
+            )
+            processes.start(
+                "sandbox",
+                [
+                    str(BIN / "lango"),
+                    "sandbox",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(sandbox_port),
+                    "--workers",
+                    str(args.sandbox_workers),
+                ],
+                sandbox_env,
+            )
+            processes.start(
+                "lango",
+                gunicorn_args("wsgi:app", lango_port, args.web_workers, args.threads),
+                child_env,
+            )
+            processes.wait_http("sandbox", f"{sandbox_url}/oauth/v1/generate")
+            processes.wait_http("lango", f"{lango_url}/healthz")
+
+            def lango_cpu() -> dict[str, float]:
+                groups = {
+                    "lango web": processes.running["lango"].pid,
+                    "sandbox": processes.running["sandbox"].pid,
+                }
+                return cpu_seconds(groups, database)
+
+            # Warm-up: the OAuth token, every worker's first request and pool connections.
+            warm = max(4 * args.web_workers * args.threads, 2 * args.concurrency)
+            warm_bodies = push_bodies(warm, rng, "WARM")
+            warm_result = run_load(
+                "warm-up",
+                push_sender(lango_url, secret, warm_bodies, args.idempotency_key, f"{run}w"),
+                count=warm,
+                concurrency=args.concurrency,
+                max_seconds=args.max_seconds,
+                expect=202,
+            )
+            if warm_result.ok < warm:
+                raise SystemExit(f"warm-up failed: {dict(warm_result.outcomes)}")
+
+            # 1. Pushes.
+            bodies = push_bodies(args.requests, rng, "INV")
+            pushes = run_load(
+                "POST /v1/stk-pushes",
+                push_sender(lango_url, secret, bodies, args.idempotency_key, run),
+                count=args.requests,
+                concurrency=args.concurrency,
+                max_seconds=args.max_seconds,
+                expect=202,
+                cpu=lango_cpu,
+            )
+            print_result(pushes, "req")
+            settled = wait_settled(app, tenant_id, 30)
+            print(f"    pushes after their sandbox callbacks: {dict(sorted(settled.items()))}")
+
+            # 2. Callbacks.
+            known = create_known_pushes(app, tenant_id, callbacks, rng)
+            callback_bodies = [success_callback(push, rng) for push in known]
+            ingested = run_load(
+                "POST /callbacks/mpesa/stk/<token>",
+                callback_sender(lango_url, known, callback_bodies),
+                count=callbacks,
+                concurrency=args.concurrency,
+                max_seconds=args.max_seconds,
+                expect=200,
+                cpu=lango_cpu,
+            )
+            print_result(ingested, "cb")
+            known_ids = [push.id for push in known]
+            final = status_counts(app, tenant_id, known_ids)
+            missing, outcomes = unsucceeded(app, tenant_id, known_ids)
+            print(
+                f"    those {len(known)} pushes now: {dict(sorted(final.items()))}; "
+                f"callbacks stored: {dict(sorted(outcomes.items()))}"
+            )
+            for push_id, status, reason in missing[:10]:
+                print(f"    NOT succeeded: {push_id} {status} {reason or ''}")
+            if len(missing) > 10:
+                print(f"    … and {len(missing) - 10} more not succeeded")
+            processes.stop("lango")
+            processes.stop("sandbox")
+
+            # 3. The floor: same gunicorn settings, same load shape.
+            processes.start(
+                "floor",
+                gunicorn_args("bench.floor_app:app", floor_port, args.web_workers, args.threads),
+                {**os.environ, "DATABASE_URL": database_url},
+            )
+            processes.wait_http("floor", f"{floor_url}/")
+
+            def floor_cpu() -> dict[str, float]:
+                return cpu_seconds({"floor web": processes.running["floor"].pid}, database)
+
+            floor_send = push_sender(floor_url, secret, bodies, args.idempotency_key, run)
+            run_load(
+                "warm-up",
+                floor_send,
+                count=warm,
+                concurrency=args.concurrency,
+                max_seconds=args.max_seconds,
+                expect=202,
+            )
+            floor = run_load(
+                "floor: Flask + 1 INSERT",
+                floor_send,
+                count=args.requests,
+                concurrency=args.concurrency,
+                max_seconds=args.max_seconds,
+                expect=202,
+                cpu=floor_cpu,
+            )
+            print_result(floor, "req")
+            processes.stop("floor")
+
+            print("Lango / floor:")
+            print(
+                f"  requests/s {pushes.rate:.1f} / {floor.rate:.1f} = "
+                f"{pushes.rate / floor.rate:.2f}x" if floor.rate else "  requests/s: no floor"
+            )
+            print(
+                f"  p50 {pushes.percentile_ms(50):.1f} ms / {floor.percentile_ms(50):.1f} ms = "
+                f"{pushes.percentile_ms(50) / floor.percentile_ms(50):.1f}x"
+            )
+    finally:
+        processes.stop_all()
+        if redis_url is not None:
+            # Only what this run wrote: the sandbox's prefix, Lango's token and circuit for
+            # this run's sandbox URL (its port is this run's), the limiter's for this key.
+            patterns = [
+                f"{sandbox_prefix}*",
+                f"lango:daraja:*{_digest(sandbox_url)}*",
+                f"lango:daraja:token:{_digest(f'{sandbox_url}\n{SANDBOX_CONSUMER_KEY}')}*",
+            ]
+            if key_id:
+                patterns.append(f"LIMITS*{key_id}*")
+            try:
+                delete_redis_keys(redis_url, patterns)
+            except Exception as error:  # the servers may be gone already (embedded)
+                print(f"could not delete this run's Redis keys: {error}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
