@@ -33,33 +33,33 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 # The project from its root, ahead of this folder (bench/tenants.py shadows `tenants`).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg
+import requests
+from cryptography.fernet import Fernet
+from flask import Flask
+from redis import Redis
+from sqlalchemy import func, insert, select
+
+from core import create_app
+from core.cli import upgrade_public
+from core.extensions import db
+from core.ids import new_id
+from core.tenancy import tenant_scope
+from payments.daraja import _digest
+from payments.models import MpesaCallback, PushStatus, StkPush
+from payments.service import callback_token, hash_token
+from tenants.service import sign_up
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import psycopg  # noqa: E402
-import requests  # noqa: E402
-from cryptography.fernet import Fernet  # noqa: E402
-from flask import Flask  # noqa: E402
-from redis import Redis  # noqa: E402
-from sqlalchemy import func, insert, select  # noqa: E402
-
-from core import create_app  # noqa: E402
-from core.cli import upgrade_public  # noqa: E402
-from core.extensions import db  # noqa: E402
-from core.ids import new_id  # noqa: E402
-from core.tenancy import tenant_scope  # noqa: E402
-from payments.daraja import _digest  # noqa: E402
-from payments.models import MpesaCallback, PushStatus, StkPush  # noqa: E402
-from payments.service import callback_token, hash_token  # noqa: E402
-from tenants.service import sign_up  # noqa: E402
-
 BIN = Path(sys.executable).parent
 SECRET_KEY = secrets.token_urlsafe(48)
 ENCRYPTION_KEY = Fernet.generate_key().decode()
@@ -172,10 +172,8 @@ class Processes:
             except subprocess.TimeoutExpired:
                 continue
         # Workers outliving their master (killed): same group, so end them too.
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def stop_all(self) -> None:
         for name in reversed(list(self.running)):
@@ -519,14 +517,27 @@ def unsucceeded(app: Flask, tenant_id: str, ids: list[str]) -> list[tuple]:
     return [(row.id, row.status.value, row.flagged_reason) for row in rows], outcomes
 
 
-def delete_redis_keys(redis_url: str, patterns: list[str]) -> int:
-    redis = Redis.from_url(redis_url)
-    deleted = 0
-    for pattern in patterns:
-        batch = list(redis.scan_iter(match=pattern, count=1000))
-        for start in range(0, len(batch), 500):
-            deleted += redis.delete(*batch[start : start + 500])
-    return deleted
+def forget_run_keys(
+    redis_url: str, sandbox_url: str, sandbox_prefix: str, key_ids: list[str]
+) -> None:
+    """Delete only what this run wrote to Redis: the sandbox's keys (this run's prefix),
+    Lango's Daraja token and circuit for this run's sandbox URL (its port is this run's),
+    and the rate limiter's windows for this run's API key."""
+    token_id = _digest(sandbox_url + "\n" + SANDBOX_CONSUMER_KEY)
+    patterns = [
+        f"{sandbox_prefix}*",
+        f"lango:daraja:token:{token_id}*",
+        f"lango:daraja:circuit:{_digest(sandbox_url)}*",
+        *(f"LIMITS*{key_id}*" for key_id in key_ids),
+    ]
+    try:
+        redis = Redis.from_url(redis_url)
+        for pattern in patterns:
+            keys = list(redis.scan_iter(match=pattern, count=1000))
+            for start in range(0, len(keys), 500):
+                redis.delete(*keys[start : start + 500])
+    except Exception as error:
+        print(f"could not delete this run's Redis keys: {error}", file=sys.stderr)
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -535,7 +546,9 @@ def delete_redis_keys(redis_url: str, patterns: list[str]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="pushes (and floor requests)")
-    parser.add_argument("--callbacks", type=int, default=None, help="callbacks (default: --requests)")
+    parser.add_argument(
+        "--callbacks", type=int, default=None, help="callbacks (default: --requests)"
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
@@ -562,12 +575,15 @@ def main() -> None:
     floor_url = f"http://127.0.0.1:{floor_port}"
     sandbox_prefix = f"sandbox:bench-{run}:"
     processes = Processes()
-    redis_url = None
-    key_id = None
+    key_ids: list[str] = []
     try:
         with ExitStack() as stack:
             server_url, redis_url = stack.enter_context(servers())
             database_url, database = stack.enter_context(fresh_database(server_url))
+            # Unwound first: processes stopped, this run's Redis keys deleted, before the
+            # database is dropped and the servers stopped.
+            stack.callback(forget_run_keys, redis_url, sandbox_url, sandbox_prefix, key_ids)
+            stack.callback(processes.stop_all)
             with psycopg.connect(database_url, autocommit=True) as connection:
                 version = connection.execute("SHOW server_version").fetchone()[0]
                 connection.execute(
@@ -591,7 +607,7 @@ def main() -> None:
                 upgrade_public()
                 signed_up = sign_up("Bench Shop", f"owner-{run}@bench.example", "s3cure-Passw0rd")
                 tenant_id, secret = signed_up.tenant.id, signed_up.issued.secret
-                key_id = signed_up.issued.key.id
+                key_ids.append(signed_up.issued.key.id)
                 db.session.remove()
 
             child_env = {**os.environ, **lango_env}
@@ -605,7 +621,8 @@ def main() -> None:
                 f"PostgreSQL {version}, {os.cpu_count()} CPUs; gunicorn --workers "
                 f"{args.web_workers} --threads {args.threads}; concurrency {args.concurrency};"
                 f" sandbox: {args.sandbox_workers} workers, callback delay "
-                f"{args.callback_delay} s; Idempotency-Key {'on' if args.idempotency_key else 'off'}",
+                f"{args.callback_delay} s; Idempotency-Key "
+                f"{'on' if args.idempotency_key else 'off'}",
                 flush=True,
             )
             processes.start(
@@ -726,30 +743,18 @@ def main() -> None:
             processes.stop("floor")
 
             print("Lango / floor:")
-            print(
-                f"  requests/s {pushes.rate:.1f} / {floor.rate:.1f} = "
-                f"{pushes.rate / floor.rate:.2f}x" if floor.rate else "  requests/s: no floor"
-            )
-            print(
-                f"  p50 {pushes.percentile_ms(50):.1f} ms / {floor.percentile_ms(50):.1f} ms = "
-                f"{pushes.percentile_ms(50) / floor.percentile_ms(50):.1f}x"
-            )
+            if floor.ok and pushes.ok:
+                print(
+                    f"  requests/s  {pushes.rate:8.1f} / {floor.rate:8.1f}      = "
+                    f"{pushes.rate / floor.rate:.3f}"
+                )
+                lango_p50, floor_p50 = pushes.percentile_ms(50), floor.percentile_ms(50)
+                print(
+                    f"  p50         {lango_p50:8.1f} / {floor_p50:8.1f} ms   = "
+                    f"{lango_p50 / floor_p50:.1f}"
+                )
     finally:
         processes.stop_all()
-        if redis_url is not None:
-            # Only what this run wrote: the sandbox's prefix, Lango's token and circuit for
-            # this run's sandbox URL (its port is this run's), the limiter's for this key.
-            patterns = [
-                f"{sandbox_prefix}*",
-                f"lango:daraja:*{_digest(sandbox_url)}*",
-                f"lango:daraja:token:{_digest(f'{sandbox_url}\n{SANDBOX_CONSUMER_KEY}')}*",
-            ]
-            if key_id:
-                patterns.append(f"LIMITS*{key_id}*")
-            try:
-                delete_redis_keys(redis_url, patterns)
-            except Exception as error:  # the servers may be gone already (embedded)
-                print(f"could not delete this run's Redis keys: {error}", file=sys.stderr)
 
 
 if __name__ == "__main__":

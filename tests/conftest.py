@@ -146,12 +146,21 @@ def reset_state(app) -> None:
 
 
 def _drop_everything(db) -> None:
+    with db.engine.connect() as connection:
+        schemas = (
+            connection.exec_driver_sql(
+                "SELECT nspname FROM pg_namespace WHERE nspname ~ '^t_[0-9a-z]{26}$'"
+            )
+            .scalars()
+            .all()
+        )
+        connection.rollback()
+    # A few schemas per transaction: one transaction dropping hundreds runs out of lock slots.
+    for start in range(0, len(schemas), 20):
+        with db.engine.begin() as connection:
+            for schema in schemas[start : start + 20]:
+                connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
     with db.engine.begin() as connection:
-        schemas = connection.exec_driver_sql(
-            "SELECT nspname FROM pg_namespace WHERE nspname ~ '^t_[0-9a-z]{26}$'"
-        ).scalars()
-        for schema in schemas:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         connection.exec_driver_sql(
             "TRUNCATE public.api_keys, public.members, public.tenants CASCADE"
         )
