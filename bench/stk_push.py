@@ -205,6 +205,7 @@ def _raise_on_sigterm(signum, frame) -> None:
 # --- CPU accounting (Linux /proc) -------------------------------------------------------
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+MACHINE = "(whole machine)"
 
 
 def cpu_seconds(groups: dict[str, int], database: str) -> dict[str, float]:
@@ -213,8 +214,12 @@ def cpu_seconds(groups: dict[str, int], database: str) -> dict[str, float]:
     totals: Counter[str] = Counter()
     try:
         pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
-    except OSError:
+        with open("/proc/stat") as handle:
+            # user nice system idle iowait irq softirq steal: all but idle and iowait.
+            ticks = [int(value) for value in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
         return {}
+    totals[MACHINE] = (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
     by_group = {pgid: name for name, pgid in groups.items()}
     me = os.getpid()
     for pid in pids:
@@ -337,16 +342,20 @@ def print_result(result: LoadResult, unit: str) -> None:
     if others:
         print(f"    other outcomes: {dict(others)}")
     if result.cpu and result.ok:
-        total = sum(result.cpu.values())
+        cpu = dict(result.cpu)
+        machine = cpu.pop(MACHINE, 0.0)
+        ours = sum(cpu.values())
         cores = os.cpu_count() or 1
         parts = ", ".join(
             f"{name} {seconds * 1000 / result.ok:.2f}"
-            for name, seconds in sorted(result.cpu.items(), key=lambda item: -item[1])
+            for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])
             if seconds > 0
         )
+        print(f"    CPU ms per request: {ours * 1000 / result.ok:.2f} ({parts})")
         print(
-            f"    CPU ms per request: {total * 1000 / result.ok:.2f} ({parts}); "
-            f"machine busy {total / (result.wall * cores):.0%} of {cores} cores"
+            f"    machine busy {machine / (result.wall * cores):.0%} of {cores} cores, of which"
+            f" anything else (kernel, other processes) "
+            f"{max(machine - ours, 0) / (result.wall * cores):.0%}"
         )
 
 

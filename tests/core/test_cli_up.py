@@ -33,7 +33,7 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> req
             response = requests.get(url, timeout=2)
             if response.status_code == 200:
                 return response
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still booting workers
             pass
         time.sleep(0.5)
     pytest.fail(f"{url} never answered 200")

@@ -44,7 +44,7 @@ def start_web(port: int, database_url: str, redis_url: str, sandbox_url: str):
         try:
             if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
                 return process
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still booting workers
             time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)
     pytest.fail("gunicorn did not start")
