@@ -39,7 +39,16 @@ def create_app(config: dict | Settings | None = None) -> Flask:
     from core.errors import register_error_handlers
 
     register_error_handlers(app)
+    _connect_domain_signals()
     return app
+
+
+def _connect_domain_signals() -> None:
+    """Domains that react to another's events, wired in one place (blinker dedupes)."""
+    from billing.subscriptions import subscribe_new_tenant
+    from tenants.service import tenant_created
+
+    tenant_created.connect(subscribe_new_tenant)
 
 
 def _flask_config(settings: Settings) -> dict:

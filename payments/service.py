@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from sqlalchemy import or_, select
 
+from billing.quota import release as release_quota
+from billing.quota import reserve as reserve_quota
 from core.errors import LangoError, NotFound, PermissionDenied
 from core.events import record_event
 from core.extensions import db
@@ -95,6 +97,9 @@ def initiate_push(caller: Caller, request: PushRequest) -> StkPush:
         updated_at=now,
     )
     db.session.add(push)
+    db.session.flush()
+    # Counted in the same transaction as the push row: both exist, or neither.
+    reserve_quota(caller.tenant_id, caller.livemode, push.id)
     db.session.commit()
     logger.info(
         "stk push created",
@@ -137,6 +142,7 @@ def _refusal_message(error: DarajaError) -> str:
 def _fail_at_initiation(push: StkPush, error: DarajaError) -> None:
     push = db.session.scalars(select(StkPush).where(StkPush.id == push.id).with_for_update()).one()
     if push.status is PushStatus.PENDING:
+        release_quota(require_tenant().tenant_id, push.id)  # never left Lango: not billed
         _finish(
             push,
             PushStatus.FAILED,

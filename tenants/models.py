@@ -44,6 +44,8 @@ class Tenant(db.Model):
         _enum(TenantStatus, "tenant_status"), default=TenantStatus.ACTIVE
     )
     plan: Mapped[str] = mapped_column(String(40))
+    # Why a suspended tenant is suspended: "billing" (dunning), "compliance", "admin".
+    suspended_reason: Mapped[str | None] = mapped_column(String(40))
     # Live mode stays off until compliance approves the tenant.
     live_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # The registry: where the tenant's data lives and at which tenant-tree revision.

@@ -3,7 +3,6 @@
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from core.api import ListQuerySchema, UtcDateTime, list_schema
-from tenants.service import PLANS
 
 # A few of the passwords every credential-stuffing list starts with.
 _COMMON_PASSWORDS = {
@@ -35,8 +34,8 @@ class SignupRequestSchema(Schema):
         metadata={"description": "At least 10 characters"},
     )
     plan = fields.String(
-        validate=validate.OneOf(PLANS),
-        metadata={"description": "Plan code; defaults to the free plan"},
+        validate=validate.Length(min=1, max=40),
+        metadata={"description": "Plan code (GET /v1/plans); defaults to `sandbox`"},
     )
 
     @validates_schema

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
+from blinker import Namespace
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -21,9 +22,11 @@ from core.migrations import provision_schema
 from core.tenancy import schema_name_for
 from tenants.models import ApiKey, Member, MemberRole, Tenant, TenantStatus
 
-DEFAULT_PLAN = "free"
-# Plans arrive with billing; until then every tenant is on the default one.
-PLANS = (DEFAULT_PLAN,)
+DEFAULT_PLAN = "sandbox"
+# Sent inside sign-up's transaction once the tenant row exists: billing subscribes it to
+# its plan there (and may refuse, rolling the whole sign-up back). A signal keeps tenants
+# free of billing imports: billing depends on tenants, not the reverse.
+tenant_created = Namespace().signal("tenant-created")
 MAX_ROLL_GRACE = timedelta(hours=24)
 # How stale `last_used_at` may get: one write per key per minute, not one per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -98,6 +101,7 @@ def sign_up(business_name: str, email: str, password: str, plan: str | None = No
     try:
         db.session.add(tenant)
         db.session.flush()  # the tenant row first: members and keys reference it
+        tenant_created.send(tenant)
         db.session.add(owner)
         issued = _new_key(tenant_id, livemode=False, name="Default test key")
         db.session.flush()

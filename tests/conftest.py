@@ -24,6 +24,9 @@ from sqlalchemy.exc import OperationalError
 from core import create_app
 from core.config import load_settings
 
+# Lango and the Daraja sandbox served for real, for any test package that needs them.
+pytest_plugins = ["tests.served"]
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
 TEST_ENCRYPTION_KEY = "kXr0s6oKQ0mZb0wB0n0n6m0nH0mB0m0n0m0n0m0n0m0="
@@ -162,7 +165,8 @@ def _drop_everything(db) -> None:
                 connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
     with db.engine.begin() as connection:
         connection.exec_driver_sql(
-            "TRUNCATE public.api_keys, public.members, public.tenants CASCADE"
+            "TRUNCATE public.api_keys, public.members, public.tenants, public.usage_counters, "
+            "public.stripe_events CASCADE"
         )
 
 

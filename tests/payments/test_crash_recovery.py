@@ -14,8 +14,8 @@ import requests
 
 from payments.jobs import reconcile_pending_pushes
 from tests.conftest import ROOT, TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, free_port
-from tests.payments.conftest import wait_for_status
 from tests.payments.test_stk_push import push_body
+from tests.served import wait_for_status
 
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 

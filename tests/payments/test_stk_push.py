@@ -15,7 +15,7 @@ from payments import service
 from payments.jobs import reconcile_pending_pushes
 from payments.models import MpesaCallback, StkPush
 from tests.conftest import ApiClient
-from tests.payments.conftest import LATE_CALLBACK, wait_for_status
+from tests.served import LATE_CALLBACK, wait_for_status
 
 STKPUSHES = "/v1/stk-pushes"
 PROCESS_REQUEST = "/mpesa/stkpush/v1/processrequest"
@@ -266,6 +266,10 @@ def test_test_keys_never_see_live_pushes(platform, app, client, api, tenant):
             passkey=app.extensions["lango.settings"].SANDBOX_PASSKEY,
         )
         get_tenant(tenant.id).live_enabled = True
+        db.session.execute(
+            text("UPDATE public.subscriptions SET plan_code = 'starter' WHERE tenant_id = :t"),
+            {"t": tenant.id},
+        )
         db.session.commit()
         live_secret = create_api_key(tenant.id, livemode=True, name="live").secret
     # Live mode normally talks to Safaricom; here its base URL is our sandbox.

@@ -17,7 +17,7 @@ def test_signup_returns_tenant_and_a_test_key_shown_once(client):
     body = response.get_json()
     assert body["tenant"]["id"].startswith("ten_")
     assert body["tenant"]["status"] == "active"
-    assert body["tenant"]["plan"] == "free"
+    assert body["tenant"]["plan"] == "sandbox"
     assert body["tenant"]["live_enabled"] is False
     key = body["api_key"]
     assert key["secret"].startswith("sk_test_") and len(key["secret"]) == 40

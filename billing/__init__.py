@@ -1,0 +1,1 @@
+"""Billing: plans, subscriptions, quota, usage metering, invoices and Stripe."""

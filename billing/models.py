@@ -1,0 +1,156 @@
+"""Billing models. Plans, subscriptions, quota counters, invoices and Stripe events live in
+the public schema; usage records live in each tenant's schema, beside the pushes they count."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Enum, Integer, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.extensions import TenantBase, db
+
+
+def _text_enum(enum_class: type[enum.Enum], name: str) -> Enum:
+    return Enum(
+        enum_class,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=20,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Plan(db.Model):
+    """A price list entry. Prices are whole Kenya shillings."""
+
+    __tablename__ = "plans"
+    __table_args__ = {"schema": "public"}
+
+    code: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    monthly_price: Mapped[int] = mapped_column(BigInteger)
+    included_pushes: Mapped[int] = mapped_column(Integer)
+    # Price per live push beyond the included ones; None makes the allowance a hard cap.
+    overage_price: Mapped[int | None] = mapped_column(Integer)
+    # Flask-Limiter notation, per API key, e.g. "50 per second".
+    rate_limit: Mapped[str] = mapped_column(String(40))
+    max_webhook_endpoints: Mapped[int] = mapped_column(Integer)
+    livemode_allowed: Mapped[bool] = mapped_column(Boolean)
+    # Test-mode pushes per month (never billed; a hard cap).
+    test_allowance: Mapped[int] = mapped_column(Integer)
+    stripe_plan_id: Mapped[str | None] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SubscriptionStatus(enum.StrEnum):
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    INCOMPLETE = "incomplete"  # the first payment failed (Stripe); live mode stays off
+    PAST_DUE = "past_due"
+    CANCELED = "canceled"
+
+
+class Subscription(db.Model):
+    __tablename__ = "subscriptions"
+    __table_args__ = {"schema": "public"}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), unique=True)
+    plan_code: Mapped[str] = mapped_column(String(40))
+    status: Mapped[SubscriptionStatus] = mapped_column(
+        _text_enum(SubscriptionStatus, "subscription_status")
+    )
+    current_period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    current_period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A downgrade waits for the period to end.
+    pending_plan_code: Mapped[str | None] = mapped_column(String(40))
+    # Most a tenant lets overage cost per period (KES); None = no cap.
+    overage_spending_cap: Mapped[int | None] = mapped_column(BigInteger)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(100))
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UsageCounter(db.Model):
+    """Pushes counted in one period and mode: the number quota checks against, changed only
+    by one conditional UPDATE at a time (row lock), so it is exact under any concurrency."""
+
+    __tablename__ = "usage_counters"
+    __table_args__ = {"schema": "public"}
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    livemode: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UsageRecord(TenantBase):
+    """One per counted push (tenant schema), written in the push's own transaction."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (UniqueConstraint("stk_push_id", name="uq_usage_records_stk_push_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    stk_push_id: Mapped[str] = mapped_column(String(40))
+    livemode: Mapped[bool] = mapped_column(Boolean)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class InvoiceStatus(enum.StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+    VOID = "void"
+
+
+class Invoice(db.Model):
+    """Lango's own record of what a period cost, with or without Stripe."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        # One invoice per tenant and period: closing a period twice cannot bill twice.
+        UniqueConstraint("tenant_id", "period_start", name="uq_invoices_tenant_id"),
+        {"schema": "public"},
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    plan_code: Mapped[str] = mapped_column(String(40))
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    base_fee: Mapped[int] = mapped_column(BigInteger)
+    included_pushes: Mapped[int] = mapped_column(Integer)
+    used_pushes: Mapped[int] = mapped_column(Integer)
+    overage_pushes: Mapped[int] = mapped_column(Integer)
+    overage_amount: Mapped[int] = mapped_column(BigInteger)
+    total: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[InvoiceStatus] = mapped_column(_text_enum(InvoiceStatus, "invoice_status"))
+    lines: Mapped[list] = mapped_column(JSONB)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(100))
+    stripe_overage_item_id: Mapped[str | None] = mapped_column(String(100))
+    # The STK push (in the platform tenant) paying it by M-Pesa, when there is one.
+    mpesa_stk_push_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StripeEvent(db.Model):
+    """Every Stripe webhook event received, by id: a replayed event is skipped."""
+
+    __tablename__ = "stripe_events"
+    __table_args__ = {"schema": "public"}
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(20))  # received | applied | ignored | failed
+    detail: Mapped[str | None] = mapped_column(String(255))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

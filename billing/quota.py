@@ -1,0 +1,127 @@
+"""The quota on every STK push: reserve before Daraja is called, release if it never left.
+
+The counter row (public.usage_counters) changes only through one conditional UPDATE —
+`used = used + 1 WHERE used < cap` — which PostgreSQL runs under the row's lock, so no two
+pushes can both take the last unit: exact under any concurrency, with no read-then-write.
+The usage record is written in the same transaction as the push itself, so counter, record
+and push commit (or vanish) together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+
+from billing.models import Plan, Subscription, UsageRecord
+from billing.subscriptions import current_subscription
+from core.errors import LangoError, PermissionDenied
+from core.extensions import db
+from core.ids import new_id
+
+
+class PlanExcludesLivemode(PermissionDenied):
+    code = "livemode_not_enabled"
+
+
+class QuotaExceeded(LangoError):
+    status = 402
+    type = "quota_error"
+    code = "quota_exceeded"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    tenant_id: str
+    livemode: bool
+    period_start: datetime
+    used: int
+
+
+def push_cap(plan: Plan, subscription: Subscription, livemode: bool) -> int | None:
+    """How many pushes the period allows in this mode; None = no limit (overage billed)."""
+    if not livemode:
+        return plan.test_allowance
+    if plan.overage_price is None:
+        return plan.included_pushes
+    if subscription.overage_spending_cap is not None:
+        return plan.included_pushes + subscription.overage_spending_cap // plan.overage_price
+    return None
+
+
+def reserve(tenant_id: str, livemode: bool, stk_push_id: str) -> Reservation:
+    """Count one push in the caller's transaction (committed with the push), writing its usage
+    record. Raises QuotaExceeded (402) with plan, limit, used and reset time when full."""
+    subscription, plan = current_subscription(tenant_id)
+    if livemode and not plan.livemode_allowed:
+        raise PlanExcludesLivemode(
+            f"The {plan.name} plan is test-mode only; change plan to take live payments.",
+            plan=plan.code,
+        )
+    cap = push_cap(plan, subscription, livemode)
+    key = {
+        "tenant_id": tenant_id,
+        "livemode": livemode,
+        "period_start": subscription.current_period_start,
+    }
+    db.session.execute(
+        text(
+            "INSERT INTO public.usage_counters (tenant_id, livemode, period_start, used) "
+            "VALUES (:tenant_id, :livemode, :period_start, 0) ON CONFLICT DO NOTHING"
+        ),
+        key,
+    )
+    used = db.session.execute(
+        text(
+            "UPDATE public.usage_counters SET used = used + 1 "
+            "WHERE tenant_id = :tenant_id AND livemode = :livemode "
+            "AND period_start = :period_start AND (CAST(:cap AS integer) IS NULL OR used < :cap) "
+            "RETURNING used"
+        ),
+        {**key, "cap": cap},
+    ).scalar()
+    if used is None:
+        mode = "live" if livemode else "test"
+        resets_at = subscription.current_period_end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise QuotaExceeded(
+            f"The {plan.name} plan's {mode}-mode allowance of {cap} pushes for this period "
+            f"is used up; it resets at {resets_at}.",
+            plan=plan.code,
+            limit=cap,
+            used=cap,
+            resets_at=resets_at,
+        )
+    db.session.add(
+        UsageRecord(
+            id=new_id("use"),
+            stk_push_id=stk_push_id,
+            livemode=livemode,
+            period_start=subscription.current_period_start,
+            created_at=datetime.now(UTC),
+        )
+    )
+    return Reservation(tenant_id, livemode, subscription.current_period_start, used)
+
+
+def release(tenant_id: str, stk_push_id: str) -> bool:
+    """Un-count a push that Daraja refused or that never left Lango, in the caller's
+    transaction. Idempotent: True only the first time."""
+    released = db.session.execute(
+        text("DELETE FROM usage_records WHERE stk_push_id = :id RETURNING livemode, period_start"),
+        {"id": stk_push_id},
+    ).one_or_none()
+    if released is None:
+        return False
+    db.session.execute(
+        text(
+            "UPDATE public.usage_counters SET used = used - 1 WHERE tenant_id = :tenant_id "
+            "AND livemode = :livemode AND period_start = :period_start"
+        ),
+        {
+            "tenant_id": tenant_id,
+            "livemode": released.livemode,
+            "period_start": released.period_start,
+        },
+    )
+    return True

@@ -1,0 +1,152 @@
+"""The quota on every push: exact under concurrency, released when a push never left."""
+
+import threading
+
+import pytest
+import requests
+from sqlalchemy import text
+
+from core.extensions import db
+from core.tenancy import tenant_scope
+from tests.payments.test_stk_push import STKPUSHES, push_body
+
+
+def _cap_test_allowance(app, tenant_id, allowance, used):
+    """Put the tenant on a plan allowing `allowance` test pushes, `used` of them spent."""
+    with app.app_context():
+        db.session.execute(
+            text(
+                "INSERT INTO public.plans (code, name, monthly_price, included_pushes, "
+                "overage_price, rate_limit, max_webhook_endpoints, livemode_allowed, "
+                "test_allowance, active, position) VALUES ('capped', 'Capped', 0, 0, NULL, "
+                "'1000 per second', 1, false, :allowance, true, 99) "
+                "ON CONFLICT (code) DO UPDATE SET test_allowance = :allowance"
+            ),
+            {"allowance": allowance},
+        )
+        period_start = db.session.execute(
+            text(
+                "UPDATE public.subscriptions SET plan_code = 'capped' WHERE tenant_id = :t "
+                "RETURNING current_period_start"
+            ),
+            {"t": tenant_id},
+        ).scalar()
+        db.session.execute(
+            text(
+                "INSERT INTO public.usage_counters VALUES (:t, false, :p, :used) "
+                "ON CONFLICT (tenant_id, livemode, period_start) DO UPDATE SET used = :used"
+            ),
+            {"t": tenant_id, "p": period_start, "used": used},
+        )
+        db.session.commit()
+
+
+@pytest.fixture
+def capped_plan(app):
+    yield
+    with app.app_context():
+        db.session.execute(text("UPDATE public.subscriptions SET plan_code = 'sandbox'"))
+        db.session.execute(text("DELETE FROM public.plans WHERE code = 'capped'"))
+        db.session.commit()
+
+
+def _fire(platform, secret, bodies):
+    results = []
+    lock = threading.Lock()
+
+    def send(body):
+        response = requests.post(
+            f"{platform.url}{STKPUSHES}",
+            json=body,
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=60,
+        )
+        with lock:
+            results.append((response.status_code, response.json()))
+
+    threads = [threading.Thread(target=send, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results
+
+
+def _counted(app, tenant_id):
+    with app.app_context():
+        counter = db.session.execute(
+            text("SELECT coalesce(sum(used), 0) FROM public.usage_counters WHERE tenant_id = :t"),
+            {"t": tenant_id},
+        ).scalar()
+        db.session.rollback()
+        with tenant_scope(tenant_id):
+            records = db.session.execute(text("SELECT count(*) FROM usage_records")).scalar()
+            pushes = db.session.execute(text("SELECT count(*) FROM stk_pushes")).scalar()
+    return counter, records, pushes
+
+
+def test_concurrent_pushes_never_exceed_the_hard_cap(platform, app, tenant, capped_plan, outbound):
+    _cap_test_allowance(app, tenant.id, allowance=60, used=10)  # 50 left
+
+    results = _fire(platform, tenant.secret, [push_body() for _ in range(200)])
+
+    statuses = sorted(status for status, _ in results)
+    assert statuses.count(202) == 50
+    assert statuses.count(402) == 150
+    error = next(body["error"] for status, body in results if status == 402)
+    assert error["code"] == "quota_exceeded" and error["type"] == "quota_error"
+    assert (error["plan"], error["limit"]) == ("capped", 60)
+    assert error["resets_at"].endswith("Z")
+    counter, records, pushes = _counted(app, tenant.id)
+    assert (counter, records, pushes) == (60, 50, 50)
+    assert outbound.count("/mpesa/stkpush/v1/processrequest") == 50
+
+
+def test_pushes_daraja_refuses_are_released(platform, app, tenant, capped_plan):
+    _cap_test_allowance(app, tenant.id, allowance=50, used=0)
+    refused = [push_body("254700001001") for _ in range(60)]
+
+    results = _fire(platform, tenant.secret, refused)
+
+    assert {status for status, _ in results} <= {502, 402}
+    counter, records, _ = _counted(app, tenant.id)
+    assert (counter, records) == (0, 0)
+    # The allowance is whole again: 50 good pushes still go through.
+    accepted = _fire(platform, tenant.secret, [push_body() for _ in range(50)])
+    assert [status for status, _ in accepted].count(202) == 50
+
+
+def test_idempotent_replays_never_add_usage(platform, app, api, tenant):
+    body = push_body()
+    for _ in range(5):
+        assert (
+            api.post(STKPUSHES, json=body, headers={"Idempotency-Key": "once"}).status_code == 202
+        )
+    counter, records, pushes = _counted(app, tenant.id)
+    assert (counter, records, pushes) == (1, 1, 1)
+
+
+def test_sandbox_plan_refuses_live_pushes(platform, app, client, tenant):
+    from payments.credentials import save_credentials
+    from tenants.service import create_api_key, get_tenant
+    from tests.conftest import ApiClient
+
+    with app.app_context():
+        save_credentials(
+            tenant.id,
+            shortcode="174379",
+            kind="paybill",
+            till_number=None,
+            consumer_key="lango_sandbox_key",
+            consumer_secret="lango_sandbox_secret",
+            passkey=app.extensions["lango.settings"].SANDBOX_PASSKEY,
+        )
+        get_tenant(tenant.id).live_enabled = True
+        db.session.commit()
+        live_secret = create_api_key(tenant.id, livemode=True, name="live").secret
+
+    response = ApiClient(client, live_secret).post(STKPUSHES, json=push_body())
+
+    assert response.status_code == 403
+    assert response.get_json()["error"]["code"] == "livemode_not_enabled"
+    assert response.get_json()["error"]["plan"] == "sandbox"
