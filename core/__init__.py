@@ -112,6 +112,7 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     """Every blueprint, in one place."""
+    from billing.api import invoices, plans, stripe_callbacks, subscription
     from core.api import docs_assets
     from core.extensions import api
     from core.health import blp as health
@@ -127,6 +128,10 @@ def _register_blueprints(app: Flask) -> None:
         stk_pushes,
         mpesa_credentials,
         callbacks,
+        plans,
+        subscription,
+        invoices,
+        stripe_callbacks,
     ):
         api.register_blueprint(blueprint)
 

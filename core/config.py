@@ -111,6 +111,14 @@ class Settings:
     PUSH_EXPIRY_SECONDS: int = 300
     # Comma-separated IPs/CIDRs allowed to post live-mode callbacks; empty = no check.
     MPESA_CALLBACK_ALLOWED_IPS: tuple[str, ...] = ()
+    # Stripe is optional: without STRIPE_API_KEY, Lango bills with its own invoices only.
+    STRIPE_API_KEY: str = ""
+    STRIPE_API_BASE: str = ""  # e.g. a localstripe server in tests; empty = Stripe itself
+    STRIPE_WEBHOOK_SECRET: str = ""
+    # An unpaid invoice suspends its tenant this many days after it falls due.
+    INVOICE_GRACE_DAYS: int = 7
+    # The tenant whose STK pushes collect Lango's own invoices (dogfooding); empty = off.
+    BILLING_TENANT_ID: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -135,6 +143,7 @@ _PARSERS = {
     "RECONCILE_INTERVAL_SECONDS": _positive_int,
     "PUSH_EXPIRY_SECONDS": _positive_int,
     "MPESA_CALLBACK_ALLOWED_IPS": _networks,
+    "INVOICE_GRACE_DAYS": _positive_int,
 }
 
 _REQUIRED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from blinker import Namespace
 from flask import current_app
 from sqlalchemy import or_, select
 
@@ -37,6 +38,10 @@ EAT = ZoneInfo("Africa/Nairobi")
 # Daraja ResultCodes that are not a plain failure.
 _CANCELLED_CODES = {"1031", "1032"}
 _EXPIRED_CODES = {"1019"}
+# Sent inside the transaction that makes a push final (after its event is recorded), with
+# the tenant id: other domains react without payments importing them (billing marks an
+# invoice paid when the push collecting it succeeds).
+push_finished = Namespace().signal("push-finished")
 EVENT_TYPES = {
     PushStatus.SUCCEEDED: "payment.succeeded",
     PushStatus.FAILED: "payment.failed",
@@ -342,6 +347,7 @@ def _finish(
     record_event(
         EVENT_TYPES[status], {"object": StkPushSchema().dump(push)}, livemode=push.livemode
     )
+    push_finished.send(push, tenant_id=require_tenant().tenant_id)
 
 
 # --- reconciliation --------------------------------------------------------------------
