@@ -14,7 +14,14 @@
 Uses DATABASE_URL / REDIS_URL when set, else the embedded servers under .lango/bench. Works
 in a database of its own, created here and dropped at the end; the Redis keys it made are
 deleted at the end. Every process it starts runs in its own process group and is stopped
-on the way out (Ctrl-C and errors included). Where the CPU goes is read from /proc (Linux).
+on the way out (Ctrl-C and errors included); their stderr goes to .lango/bench/logs/.
+
+The tenant is signed up on the plan with the largest test allowance, so the push quota does
+not cut the run; pushes carry an Idempotency-Key (--no-idempotency-key to drop it). Each
+phase also prints CPU milliseconds per request by component (gunicorn, sandbox, PostgreSQL
+backends of the bench database, redis-server, this load generator), read from /proc, and
+how busy the whole machine was: numbers taken while something else loads the machine are
+not comparable.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ import requests
 from cryptography.fernet import Fernet
 from flask import Flask
 from redis import Redis
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 
 from core import create_app
 from core.cli import upgrade_public
@@ -73,20 +81,15 @@ LOG_DIR = ROOT / ".lango" / "bench" / "logs"
 
 @contextmanager
 def servers() -> Iterator[tuple[str, str]]:
-    """(PostgreSQL maintenance URL, Redis URL): the given ones, else embedded servers.
-
-    Embedded servers that were already running (another bench) are left running."""
+    """(PostgreSQL maintenance URL, Redis URL): the given ones, else embedded servers
+    (stopped at the end unless they were already running)."""
     database_url = os.environ.get("DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL")
     embedded = None
     if not database_url or not redis_url:
         from core.embedded import start_embedded
 
-        data_dir = ROOT / ".lango" / "bench"
-        postgres_was_running = (data_dir / "postgres" / "postmaster.pid").exists()
-        embedded = start_embedded(data_dir, database="postgres")
-        if postgres_was_running:
-            embedded._postgres = None  # someone else's: do not stop it
+        embedded = start_embedded(ROOT / ".lango" / "bench", database="postgres")
         database_url = database_url or embedded.database_url
         redis_url = redis_url or embedded.redis_url
     try:
@@ -208,10 +211,11 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MACHINE = "(whole machine)"
 
 
-def cpu_seconds(groups: dict[str, int], database: str) -> dict[str, float]:
-    """CPU seconds used so far, by component: our process groups, the PostgreSQL backends
-    serving our database, redis-server, and this process (the load generator)."""
-    totals: Counter[str] = Counter()
+def cpu_seconds(groups: dict[str, int], database: str) -> dict[tuple, float]:
+    """CPU seconds used so far by each process of interest, keyed (component, pid, start):
+    our process groups, the PostgreSQL backends serving our database, redis-server, this
+    process (the load generator), and the whole machine (/proc/stat, idle excluded)."""
+    found: dict[tuple, float] = {}
     try:
         pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
         with open("/proc/stat") as handle:
@@ -219,7 +223,7 @@ def cpu_seconds(groups: dict[str, int], database: str) -> dict[str, float]:
             ticks = [int(value) for value in handle.readline().split()[1:9]]
     except (OSError, ValueError):
         return {}
-    totals[MACHINE] = (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
+    found[(MACHINE, 0, 0)] = (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
     by_group = {pgid: name for name, pgid in groups.items()}
     me = os.getpid()
     for pid in pids:
@@ -228,7 +232,7 @@ def cpu_seconds(groups: dict[str, int], database: str) -> dict[str, float]:
                 stat = handle.read().decode(errors="replace")
             comm = stat[stat.index("(") + 1 : stat.rindex(")")]
             rest = stat[stat.rindex(")") + 2 :].split()
-            pgid, ticks = int(rest[2]), int(rest[11]) + int(rest[12])
+            pgid, used, started = int(rest[2]), int(rest[11]) + int(rest[12]), int(rest[19])
             if int(pid) == me:
                 name = "load generator (this process)"
             elif pgid in by_group:
@@ -245,8 +249,17 @@ def cpu_seconds(groups: dict[str, int], database: str) -> dict[str, float]:
                 continue
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile
-        totals[name] += ticks / CLOCK_TICKS
-    return dict(totals)
+        found[(name, int(pid), started)] = used / CLOCK_TICKS
+    return found
+
+
+def cpu_used(before: dict[tuple, float], after: dict[tuple, float]) -> dict[str, float]:
+    """CPU seconds by component between two readings. A process that exited in between
+    (e.g. a PostgreSQL backend of a connection the pool closed) is not counted."""
+    used: Counter[str] = Counter()
+    for key, seconds in after.items():
+        used[key[0]] += seconds - before.get(key, 0.0)
+    return dict(used)
 
 
 # --- load generator ---------------------------------------------------------------------
@@ -284,7 +297,7 @@ def run_load(
     concurrency: int,
     max_seconds: float,
     expect: int,
-    cpu: Callable[[], dict[str, float]] = dict,
+    cpu: Callable[[], dict[tuple, float]] = dict,
 ) -> LoadResult:
     """`count` requests (or as many as fit in `max_seconds`), `concurrency` at a time: a pool
     of threads, one requests.Session each, taking the next request number as they free up."""
@@ -327,8 +340,7 @@ def run_load(
         stop.set()
         raise
     wall = time.perf_counter() - started
-    cpu_after = cpu()
-    used = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+    used = cpu_used(cpu_before, cpu())
     return LoadResult(label, expect, sum(outcomes.values()), wall, latencies, outcomes, used)
 
 
@@ -362,17 +374,40 @@ def print_result(result: LoadResult, unit: str) -> None:
 # --- the Lango side ---------------------------------------------------------------------
 
 
-def random_phones(count: int, rng: random.Random) -> list[str]:
-    """Distinct valid 2547XXXXXXXX numbers, none of the sandbox's magic 25470000xxxx."""
-    phones: set[str] = set()
-    while len(phones) < count:
-        phone = f"2547{rng.randrange(10**8):08d}"
-        if not phone.startswith("25470000"):
-            phones.add(phone)
-    return list(phones)
+def roomiest_plan() -> str | None:
+    """The plan with the largest test-mode allowance, so the quota on pushes (billing) does
+    not cut the run short; None (the default plan) where there are no plans."""
+    try:
+        if db.session.scalar(text("SELECT to_regclass('public.plans')")) is None:
+            return None
+        return db.session.scalar(
+            text("SELECT code FROM public.plans WHERE active ORDER BY test_allowance DESC LIMIT 1")
+        )
+    except DBAPIError:
+        return None
+    finally:
+        db.session.rollback()
 
 
-def push_bodies(count: int, rng: random.Random, prefix: str) -> list[bytes]:
+class Phones:
+    """Valid 2547XXXXXXXX numbers, never the same twice in a run (the sandbox refuses a
+    second push to a phone whose prompt is open) and none of its magic 25470000xxxx."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.used: set[str] = set()
+
+    def take(self, count: int) -> list[str]:
+        taken: list[str] = []
+        while len(taken) < count:
+            phone = f"2547{self.rng.randrange(10**8):08d}"
+            if not phone.startswith("25470000") and phone not in self.used:
+                self.used.add(phone)
+                taken.append(phone)
+        return taken
+
+
+def push_bodies(phones: list[str], rng: random.Random, prefix: str) -> list[bytes]:
     return [
         json.dumps(
             {
@@ -382,7 +417,7 @@ def push_bodies(count: int, rng: random.Random, prefix: str) -> list[bytes]:
                 "description": "Bench order",
             }
         ).encode()
-        for number, phone in enumerate(random_phones(count, rng))
+        for number, phone in enumerate(phones)
     ]
 
 
@@ -407,7 +442,7 @@ class KnownPush:
     amount: int
 
 
-def create_known_pushes(app: Flask, tenant_id: str, count: int, rng: random.Random):
+def create_known_pushes(app: Flask, tenant_id: str, phones: list[str], rng: random.Random):
     """Pending test-mode pushes whose callback tokens we hold (as initiate_push leaves them
     once Daraja accepted)."""
     now = datetime.now(UTC)
@@ -420,7 +455,7 @@ def create_known_pushes(app: Flask, tenant_id: str, count: int, rng: random.Rand
             phone=phone,
             amount=rng.randint(1, 5000),
         )
-        for number, phone in enumerate(random_phones(count, rng))
+        for number, phone in enumerate(phones)
     ]
     rows = [
         {
@@ -578,6 +613,7 @@ def main() -> None:
 
     run = secrets.token_hex(4)
     rng = random.Random()
+    phones = Phones(rng)
     lango_port, sandbox_port, floor_port = free_port(), free_port(), free_port()
     lango_url = f"http://127.0.0.1:{lango_port}"
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
@@ -614,7 +650,10 @@ def main() -> None:
             app = create_app(lango_env)
             with app.app_context():
                 upgrade_public()
-                signed_up = sign_up("Bench Shop", f"owner-{run}@bench.example", "s3cure-Passw0rd")
+                plan = roomiest_plan()
+                signed_up = sign_up(
+                    "Bench Shop", f"owner-{run}@bench.example", "s3cure-Passw0rd", plan=plan
+                )
                 tenant_id, secret = signed_up.tenant.id, signed_up.issued.secret
                 key_ids.append(signed_up.issued.key.id)
                 db.session.remove()
@@ -631,7 +670,7 @@ def main() -> None:
                 f"{args.web_workers} --threads {args.threads}; concurrency {args.concurrency};"
                 f" sandbox: {args.sandbox_workers} workers, callback delay "
                 f"{args.callback_delay} s; Idempotency-Key "
-                f"{'on' if args.idempotency_key else 'off'}",
+                f"{'on' if args.idempotency_key else 'off'}; plan {plan or 'default'}",
                 flush=True,
             )
             processes.start(
@@ -656,7 +695,7 @@ def main() -> None:
             processes.wait_http("sandbox", f"{sandbox_url}/oauth/v1/generate")
             processes.wait_http("lango", f"{lango_url}/healthz")
 
-            def lango_cpu() -> dict[str, float]:
+            def lango_cpu() -> dict[tuple, float]:
                 groups = {
                     "lango web": processes.running["lango"].pid,
                     "sandbox": processes.running["sandbox"].pid,
@@ -665,7 +704,7 @@ def main() -> None:
 
             # Warm-up: the OAuth token, every worker's first request and pool connections.
             warm = max(4 * args.web_workers * args.threads, 2 * args.concurrency)
-            warm_bodies = push_bodies(warm, rng, "WARM")
+            warm_bodies = push_bodies(phones.take(warm), rng, "WARM")
             warm_result = run_load(
                 "warm-up",
                 push_sender(lango_url, secret, warm_bodies, args.idempotency_key, f"{run}w"),
@@ -678,7 +717,7 @@ def main() -> None:
                 raise SystemExit(f"warm-up failed: {dict(warm_result.outcomes)}")
 
             # 1. Pushes.
-            bodies = push_bodies(args.requests, rng, "INV")
+            bodies = push_bodies(phones.take(args.requests), rng, "INV")
             pushes = run_load(
                 "POST /v1/stk-pushes",
                 push_sender(lango_url, secret, bodies, args.idempotency_key, run),
@@ -693,7 +732,7 @@ def main() -> None:
             print(f"    pushes after their sandbox callbacks: {dict(sorted(settled.items()))}")
 
             # 2. Callbacks.
-            known = create_known_pushes(app, tenant_id, callbacks, rng)
+            known = create_known_pushes(app, tenant_id, phones.take(callbacks), rng)
             callback_bodies = [success_callback(push, rng) for push in known]
             ingested = run_load(
                 "POST /callbacks/mpesa/stk/<token>",
@@ -727,7 +766,7 @@ def main() -> None:
             )
             processes.wait_http("floor", f"{floor_url}/")
 
-            def floor_cpu() -> dict[str, float]:
+            def floor_cpu() -> dict[tuple, float]:
                 return cpu_seconds({"floor web": processes.running["floor"].pid}, database)
 
             floor_send = push_sender(floor_url, secret, bodies, args.idempotency_key, run)
@@ -767,4 +806,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted; every process this run started is stopped", file=sys.stderr)
+        sys.exit(130)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from billing.models import Plan, Subscription, UsageRecord
+from billing.models import Plan, Subscription, SubscriptionStatus, UsageRecord
 from billing.subscriptions import current_subscription
 from core.errors import LangoError, PermissionDenied
 from core.extensions import db
@@ -23,6 +23,12 @@ from core.ids import new_id
 
 class PlanExcludesLivemode(PermissionDenied):
     code = "livemode_not_enabled"
+
+
+# Live pushes need a subscription that was ever paid and has not ended: not one whose first
+# payment never succeeded (incomplete) or that is canceled. An overdue one (past_due) keeps
+# working through the grace period; dunning suspends the tenant when that runs out.
+_NO_LIVE_STATUSES = {SubscriptionStatus.INCOMPLETE, SubscriptionStatus.CANCELED}
 
 
 class QuotaExceeded(LangoError):
@@ -53,11 +59,19 @@ def push_cap(plan: Plan, subscription: Subscription, livemode: bool) -> int | No
 def reserve(tenant_id: str, livemode: bool, stk_push_id: str) -> Reservation:
     """Count one push in the caller's transaction (committed with the push), writing its usage
     record. Raises QuotaExceeded (402) with plan, limit, used and reset time when full."""
-    subscription, plan = current_subscription(tenant_id)
+    subscription, plan = current_subscription(tenant_id, share_lock=True)
     if livemode and not plan.livemode_allowed:
         raise PlanExcludesLivemode(
             f"The {plan.name} plan is test-mode only; change plan to take live payments.",
             plan=plan.code,
+        )
+    if livemode and subscription.status in _NO_LIVE_STATUSES:
+        raise PlanExcludesLivemode(
+            f"Your {plan.name} subscription is {subscription.status.value}: it is not paid "
+            "for. Add a working payment method (POST /v1/subscription with `payment_method`) "
+            "to take live payments.",
+            plan=plan.code,
+            subscription_status=subscription.status.value,
         )
     cap = push_cap(plan, subscription, livemode)
     key = {

@@ -1,18 +1,64 @@
-"""Subscriptions: which plan a tenant is on and its current billing period."""
+"""Subscriptions: which plan a tenant is on, its current billing period, and changing plan.
+
+Plan changes take the subscription row's lock (SELECT … FOR UPDATE), so two changes for one
+tenant apply one after the other, each seeing the other's result. An upgrade applies at once
+within the current period (its counters keep counting; the new allowance applies to them);
+a downgrade waits for the period to end (`apply_pending_plan_change`). Whenever the plan
+changes, the denormalised `tenants.plan` changes in the same transaction.
+"""
 
 from __future__ import annotations
 
 import calendar
+import enum
+import logging
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from blinker import Namespace
+from limits import parse_many
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from billing.models import Plan, Subscription, SubscriptionStatus
+from billing.stripe_subscriptions import open_in_stripe, use_payment_method
 from core.errors import ValidationFailed
 from core.extensions import db
 from core.ids import new_id
+from tenants.models import Tenant
+
+logger = logging.getLogger("lango.billing")
 
 DEFAULT_PLAN = "sandbox"
+# Sent inside the transaction that switches a tenant's plan (upgrade now, or a downgrade at
+# period end) with from_plan and to_plan (Plan rows): e.g. Stripe follows the change.
+# A receiver that raises rolls the change back.
+plan_changed = Namespace().signal("plan-changed")
+
+# How long a process trusts a tenant's plan rate limit it has looked up. A plan change in
+# this process forgets it at once; other processes follow within this many seconds.
+RATE_LIMIT_CACHE_SECONDS = 10.0
+_RATE_LIMIT_CACHE_MAX = 50_000
+_rate_limits: dict[str, tuple[float, str | None]] = {}
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+UNSET = _Unset.UNSET
+
+
+@dataclass(frozen=True)
+class PlanSubscription:
+    """A subscription with its plan: serialises like the subscription, plus `plan`."""
+
+    subscription: Subscription
+    plan: Plan
+
+    def __getattr__(self, name: str):
+        return getattr(self.subscription, name)
 
 
 def add_months(moment: datetime, months: int) -> datetime:
@@ -30,9 +76,18 @@ def get_plan(code: str, *, active_only: bool = True) -> Plan:
     return plan
 
 
-def start_subscription(tenant_id: str, plan_code: str | None) -> Subscription:
-    """Subscribe a new tenant (in the caller's transaction); the period starts now.
-    Raises ValidationFailed for an unknown or retired plan."""
+def list_plans() -> list[Plan]:
+    """The plans on offer (active ones), in catalog order."""
+    statement = select(Plan).where(Plan.active.is_(True)).order_by(Plan.position, Plan.code)
+    return list(db.session.scalars(statement))
+
+
+def start_subscription(
+    tenant_id: str, plan_code: str | None, payment_method: str | None = None
+) -> Subscription:
+    """Subscribe a new tenant (in the caller's transaction); the period starts now. With
+    Stripe configured, a paid plan is opened in Stripe too (billing.stripe_subscriptions).
+    Raises ValidationFailed for an unknown or retired plan, and Stripe's errors."""
     plan = get_plan(plan_code or DEFAULT_PLAN)
     now = datetime.now(UTC)
     subscription = Subscription(
@@ -47,20 +102,198 @@ def start_subscription(tenant_id: str, plan_code: str | None) -> Subscription:
         updated_at=now,
     )
     db.session.add(subscription)
+    open_in_stripe(subscription, plan, payment_method)
     return subscription
 
 
-def subscribe_new_tenant(tenant) -> None:
+def subscribe_new_tenant(tenant, *, payment_method: str | None = None, **_signal_data) -> None:
     """Receiver of tenants' `tenant_created` signal (connected in create_app)."""
-    start_subscription(tenant.id, tenant.plan)
+    start_subscription(tenant.id, tenant.plan, payment_method)
 
 
-def current_subscription(tenant_id: str) -> tuple[Subscription, Plan]:
-    row = db.session.execute(
+def current_subscription(tenant_id: str, *, share_lock: bool = False) -> tuple[Subscription, Plan]:
+    """`share_lock` holds the subscription row (FOR SHARE) until the caller's transaction
+    ends: pushes counting against a period then never race its close, which locks the row
+    FOR UPDATE, while still not blocking one another."""
+    statement = (
         select(Subscription, Plan)
         .join(Plan, Plan.code == Subscription.plan_code)
         .where(Subscription.tenant_id == tenant_id)
-    ).one_or_none()
+    )
+    if share_lock:
+        statement = statement.with_for_update(read=True, of=Subscription)
+    row = db.session.execute(statement).one_or_none()
     if row is None:
         raise LookupError(f"tenant {tenant_id} has no subscription")
     return row[0], row[1]
+
+
+def get_subscription(tenant_id: str) -> PlanSubscription:
+    subscription, plan = current_subscription(tenant_id)
+    return PlanSubscription(subscription, plan)
+
+
+def update_subscription(
+    tenant_id: str,
+    *,
+    actor_key_id: str | None,
+    plan: str | None = None,
+    cancel_at_period_end: bool | None = None,
+    overage_spending_cap: int | _Unset | None = UNSET,
+    payment_method: str | None = None,
+) -> PlanSubscription:
+    """Change plan and/or settings, committed as one transaction under the subscription's row
+    lock. `plan`: a dearer plan applies at once; any other becomes the pending change for
+    period end; the current plan cancels a pending change. `overage_spending_cap` None removes
+    the cap (leave it UNSET to keep it). `payment_method` (Stripe) is attached first, so a
+    paid plan chosen in the same call is charged with it. Raises ValidationFailed (param
+    `plan`) for an unknown or retired plan, changing nothing, and Stripe's errors."""
+    subscription = db.session.scalars(
+        select(Subscription).where(Subscription.tenant_id == tenant_id).with_for_update()
+    ).one()
+    if payment_method is not None:
+        current = get_plan(subscription.plan_code, active_only=False)
+        use_payment_method(subscription, current, payment_method)
+    if plan is not None:
+        change_plan(subscription, plan, actor_key_id=actor_key_id)
+    if cancel_at_period_end is not None:
+        subscription.cancel_at_period_end = cancel_at_period_end
+    if overage_spending_cap is not UNSET:
+        subscription.overage_spending_cap = overage_spending_cap
+    subscription.updated_at = datetime.now(UTC)
+    db.session.commit()
+    forget_rate_limit(tenant_id)
+    logger.info(
+        "billing.subscription_updated",
+        extra={
+            "tenant_id": tenant_id,
+            "plan": subscription.plan_code,
+            "pending_plan": subscription.pending_plan_code,
+            "cancel_at_period_end": subscription.cancel_at_period_end,
+            "overage_spending_cap": subscription.overage_spending_cap,
+            "actor_key_id": actor_key_id,
+        },
+    )
+    return get_subscription(tenant_id)
+
+
+def change_plan(subscription: Subscription, plan_code: str, *, actor_key_id: str | None) -> None:
+    """Apply a tenant's choice of plan to its subscription, in the caller's transaction, which
+    must hold the subscription's row lock. Raises ValidationFailed for an unknown or retired
+    plan."""
+    chosen = get_plan(plan_code)
+    current = get_plan(subscription.plan_code, active_only=False)
+    if chosen.code == current.code:
+        if subscription.pending_plan_code is not None:
+            logger.info(
+                "billing.plan_change_cancelled",
+                extra={
+                    "tenant_id": subscription.tenant_id,
+                    "plan": current.code,
+                    "cancelled_plan": subscription.pending_plan_code,
+                    "actor_key_id": actor_key_id,
+                },
+            )
+        subscription.pending_plan_code = None
+    elif chosen.monthly_price > current.monthly_price:
+        _switch_plan(subscription, current, chosen, actor_key_id=actor_key_id)
+    else:
+        # Not dearer: the tenant keeps what this period's fee paid for until it ends.
+        subscription.pending_plan_code = chosen.code
+        logger.info(
+            "billing.plan_change_scheduled",
+            extra={
+                "tenant_id": subscription.tenant_id,
+                "from_plan": current.code,
+                "to_plan": chosen.code,
+                "effective_at": subscription.current_period_end.isoformat(),
+                "actor_key_id": actor_key_id,
+            },
+        )
+
+
+def apply_pending_plan_change(subscription: Subscription) -> Plan | None:
+    """Switch the subscription to its pending (downgrade) plan; for period close, in its
+    transaction (the caller commits). Takes the row lock itself. Idempotent: returns the new
+    plan, or None when no change was pending. A plan retired meanwhile still applies: the
+    tenant chose it."""
+    db.session.flush()
+    db.session.refresh(subscription, with_for_update=True)
+    if subscription.pending_plan_code is None:
+        return None
+    current = get_plan(subscription.plan_code, active_only=False)
+    pending = get_plan(subscription.pending_plan_code, active_only=False)
+    _switch_plan(subscription, current, pending, actor_key_id=None)
+    forget_rate_limit(subscription.tenant_id)
+    return pending
+
+
+def _switch_plan(
+    subscription: Subscription, current: Plan, new: Plan, *, actor_key_id: str | None
+) -> None:
+    subscription.plan_code = new.code
+    subscription.pending_plan_code = None
+    subscription.updated_at = datetime.now(UTC)
+    db.session.execute(
+        update(Tenant).where(Tenant.id == subscription.tenant_id).values(plan=new.code)
+    )
+    plan_changed.send(subscription, from_plan=current, to_plan=new)
+    # Audit events come in a later issue; until then this line is the record.
+    logger.info(
+        "billing.plan_changed",
+        extra={
+            "tenant_id": subscription.tenant_id,
+            "from_plan": current.code,
+            "to_plan": new.code,
+            "actor_key_id": actor_key_id,
+        },
+    )
+
+
+# --- rate limits -------------------------------------------------------------------------
+
+
+def plan_rate_limit(tenant_id: str) -> str | None:
+    """The API rate limit per key of the tenant's plan (Flask-Limiter notation), or None
+    when it cannot be told (no subscription, an unparseable limit, the database down): the
+    caller then falls back to its default. Cached in-process for RATE_LIMIT_CACHE_SECONDS."""
+    now = time.monotonic()
+    cached = _rate_limits.get(tenant_id)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    limit = _load_rate_limit(tenant_id)
+    if len(_rate_limits) >= _RATE_LIMIT_CACHE_MAX:
+        _rate_limits.clear()
+    _rate_limits[tenant_id] = (now + RATE_LIMIT_CACHE_SECONDS, limit)
+    return limit
+
+
+def forget_rate_limit(tenant_id: str | None = None) -> None:
+    """Drop the cached rate limit of one tenant (all tenants when None)."""
+    if tenant_id is None:
+        _rate_limits.clear()
+    else:
+        _rate_limits.pop(tenant_id, None)
+
+
+def _load_rate_limit(tenant_id: str) -> str | None:
+    # A connection of its own: the request's session stays untouched until its view runs.
+    statement = (
+        select(Plan.rate_limit)
+        .join(Subscription, Subscription.plan_code == Plan.code)
+        .where(Subscription.tenant_id == tenant_id)
+    )
+    try:
+        with db.engine.connect() as connection:
+            limit = connection.execute(statement).scalar()
+    except SQLAlchemyError:
+        logger.warning("plan rate limit unavailable", extra={"tenant_id": tenant_id})
+        return None
+    if limit is None:
+        return None
+    try:
+        parse_many(limit)
+    except ValueError:
+        logger.error("plan has an invalid rate limit", extra={"rate_limit": limit})
+        return None
+    return limit

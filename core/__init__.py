@@ -44,14 +44,24 @@ def create_app(config: dict | Settings | None = None) -> Flask:
 
 
 def _connect_domain_signals() -> None:
-    """Domains that react to another's events, wired in one place (blinker dedupes)."""
-    from billing.subscriptions import subscribe_new_tenant
+    """Domains that react to another's events, or plug into core's hooks, wired in one place
+    (blinker dedupes)."""
+    from billing.invoices import settle_invoice_payment
+    from billing.stripe_subscriptions import follow_plan_change
+    from billing.subscriptions import plan_changed, plan_rate_limit, subscribe_new_tenant
+    from core.ratelimit import use_tenant_limits
+    from payments.service import push_finished
     from tenants.service import tenant_created
 
     tenant_created.connect(subscribe_new_tenant)
+    use_tenant_limits(plan_rate_limit)
+    push_finished.connect(settle_invoice_payment)
+    plan_changed.connect(follow_plan_change)
 
 
 def _flask_config(settings: Settings) -> dict:
+    from core.ratelimit import api_key_limit
+
     return {
         "SECRET_KEY": settings.SECRET_KEY,
         "SQLALCHEMY_DATABASE_URI": settings.DATABASE_URL,
@@ -86,7 +96,8 @@ def _flask_config(settings: Settings) -> dict:
         "RATELIMIT_STORAGE_URI": _limits_storage_uri(settings.REDIS_URL),
         "RATELIMIT_HEADERS_ENABLED": True,
         "RATELIMIT_STRATEGY": "moving-window",
-        "RATELIMIT_APPLICATION": settings.RATELIMIT_API_KEY,
+        # A callable: each key gets its plan's limit (core.ratelimit.api_key_limit).
+        "RATELIMIT_APPLICATION": api_key_limit,
     }
 
 

@@ -121,7 +121,7 @@ def errors(blueprint: flask_smorest.Blueprint, *statuses: int):
     descriptions = {
         400: "Invalid parameters (every field named)",
         401: "Missing, unknown, revoked or expired API key",
-        402: "Quota exceeded",
+        402: "Payment required (quota exceeded, or a card declined)",
         403: "Not permitted (e.g. tenant suspended)",
         404: "No such object",
         409: "Conflict",

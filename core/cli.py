@@ -205,6 +205,13 @@ def scheduler() -> None:
         interval=max(5, settings.RECONCILE_INTERVAL_SECONDS // 2),
         job_timeout=300,
     )
+    from billing.jobs import check_usage_drift, close_billing_periods, suspend_overdue_tenants
+
+    # Both are safe to run twice or concurrently; every 5 minutes bills a period promptly.
+    cron.register(close_billing_periods, queue_name="billing", interval=300, job_timeout=600)
+    cron.register(suspend_overdue_tenants, queue_name="billing", interval=300, job_timeout=300)
+    # Read-only: reports counters that disagree with their usage records, fixes nothing.
+    cron.register(check_usage_drift, queue_name="billing", interval=600, job_timeout=600)
     cron.start()
 
 

@@ -1,6 +1,30 @@
-"""Who a request counts against for rate limiting: its API key when it has one, else its IP."""
+"""Who a request counts against for rate limiting (its API key when it has one, else its IP),
+and how much it may send: the limit of the caller's plan, else RATELIMIT_API_KEY."""
 
-from flask import g, request
+from collections.abc import Callable
+
+from flask import current_app, g, request
+
+# Tells a tenant's per-key limit (billing, from the plan); plugged in by create_app, so core
+# never imports a domain.
+_tenant_limit: Callable[[str], str | None] | None = None
+
+
+def use_tenant_limits(resolver: Callable[[str], str | None]) -> None:
+    """Have the per-key limit come from `resolver(tenant_id)` (None: use the default)."""
+    global _tenant_limit
+    _tenant_limit = resolver
+
+
+def api_key_limit() -> str:
+    """The application-wide limit of this request, for Flask-Limiter (called on every
+    request, after authentication has set g.caller)."""
+    caller = g.get("caller")
+    if caller is not None and _tenant_limit is not None:
+        limit = _tenant_limit(caller.tenant_id)
+        if limit:
+            return limit
+    return current_app.extensions["lango.settings"].RATELIMIT_API_KEY
 
 
 def rate_limit_key() -> str:

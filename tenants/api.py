@@ -38,11 +38,17 @@ def _signup_limit() -> str:
 @limiter.limit(_signup_limit, key_func=lambda: "signup:" + client_ip())
 @signup.arguments(SignupRequestSchema)
 @signup.response(201, SignupResponseSchema)
-@errors(signup, 400, 409, 429)
+@errors(signup, 400, 402, 409, 429, 503)
 def create_signup(body):
-    """Sign a business up: creates the tenant, its schema and a test key (shown once)."""
+    """Sign a business up: creates the tenant, its schema and a test key (shown once).
+    A paid plan is billed through Stripe where it is configured (402 when the card is
+    refused outright, 503 when Stripe is down: nothing is created)."""
     result = service.sign_up(
-        body["business_name"], body["email"], body["password"], body.get("plan")
+        body["business_name"],
+        body["email"],
+        body["password"],
+        body.get("plan"),
+        body.get("payment_method"),
     )
     return {"tenant": result.tenant, "api_key": result.issued}
 

@@ -6,7 +6,7 @@ binding is set, so the request's own transactions all run in the tenant's schema
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import current_app, g, request
 
 from core.errors import AuthenticationFailed
 from core.extensions import db, login_manager
@@ -28,7 +28,12 @@ def authenticate_request() -> Caller:
             "No API key provided. Send it as `Authorization: Bearer sk_test_…`.",
             code="api_key_missing",
         )
-    caller = authenticate(secret.strip())
+    # A blueprint may admit keys of tenants suspended for a given reason (billing's invoices
+    # admit "billing", so a suspended tenant can still pay); every other route refuses them.
+    blueprint = current_app.blueprints.get(request.blueprint or "")
+    caller = authenticate(
+        secret.strip(), admit_suspended_for=getattr(blueprint, "admits_suspended_for", ())
+    )
     g.caller = caller
     g.tenant_token = enter_tenant(caller.tenant_id)
     return caller

@@ -37,6 +37,15 @@ class SignupRequestSchema(Schema):
         validate=validate.Length(min=1, max=40),
         metadata={"description": "Plan code (GET /v1/plans); defaults to `sandbox`"},
     )
+    payment_method = fields.String(
+        validate=validate.Regexp(r"^pm_[A-Za-z0-9_]{1,250}$", error="Expected a pm_… id."),
+        metadata={
+            "description": "A Stripe payment method id (pm_…, made by Stripe.js) paying a "
+            "paid plan, where Stripe billing is on. Without one, or if its first charge is "
+            "declined, the subscription is `incomplete` and live mode stays off.",
+            "example": "pm_card_visa",
+        },
+    )
 
     @validates_schema
     def password_is_not_weak(self, data, **kwargs):

@@ -23,9 +23,10 @@ from core.tenancy import schema_name_for
 from tenants.models import ApiKey, Member, MemberRole, Tenant, TenantStatus
 
 DEFAULT_PLAN = "sandbox"
-# Sent inside sign-up's transaction once the tenant row exists: billing subscribes it to
-# its plan there (and may refuse, rolling the whole sign-up back). A signal keeps tenants
-# free of billing imports: billing depends on tenants, not the reverse.
+# Sent inside sign-up's transaction, last before it commits, with the sign-up's
+# `payment_method` (opaque here): billing subscribes the tenant to its plan there — in
+# Stripe too, which may charge a card — and may refuse, rolling the whole sign-up back.
+# A signal keeps tenants free of billing imports: billing depends on tenants, not the reverse.
 tenant_created = Namespace().signal("tenant-created")
 MAX_ROLL_GRACE = timedelta(hours=24)
 # How stale `last_used_at` may get: one write per key per minute, not one per request.
@@ -73,11 +74,18 @@ class Caller:
     live_enabled: bool
 
 
-def sign_up(business_name: str, email: str, password: str, plan: str | None = None) -> SignUp:
+def sign_up(
+    business_name: str,
+    email: str,
+    password: str,
+    plan: str | None = None,
+    payment_method: str | None = None,
+) -> SignUp:
     """Create a tenant, its owner and a first test key, and provision its schema at head —
     all in one transaction: on any failure nothing of it remains.
 
-    Raises EmailTaken if the email already belongs to a member (also under a race).
+    Raises EmailTaken if the email already belongs to a member (also under a race), and
+    whatever billing raises from `tenant_created` (unknown plan, card declined, Stripe down).
     """
     tenant_id = new_id("ten")
     tenant = Tenant(
@@ -101,12 +109,13 @@ def sign_up(business_name: str, email: str, password: str, plan: str | None = No
     try:
         db.session.add(tenant)
         db.session.flush()  # the tenant row first: members and keys reference it
-        tenant_created.send(tenant)
         db.session.add(owner)
         issued = _new_key(tenant_id, livemode=False, name="Default test key")
         db.session.flush()
         tenant.schema_revision = provision_schema(db.session.connection(), tenant.schema_name)
         tenant.schema_migrated_at = datetime.now(UTC)
+        # Last: once billing has charged a card, only the commit itself can still fail.
+        tenant_created.send(tenant, payment_method=payment_method)
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
@@ -179,9 +188,11 @@ def roll_api_key(
     return issued
 
 
-def authenticate(secret: str) -> Caller:
+def authenticate(secret: str, *, admit_suspended_for: tuple[str, ...] = ()) -> Caller:
     """Resolve a secret key to its caller, or raise AuthenticationFailed / TenantSuspended.
 
+    A suspended tenant is refused unless its `suspended_reason` is in `admit_suspended_for`
+    (the invoices endpoints admit "billing", so a tenant can pay its way back).
     Commits before returning, so the caller starts its tenant transaction on a clean session.
     """
     if not secret.startswith(("sk_test_", "sk_live_")):
@@ -199,8 +210,18 @@ def authenticate(secret: str) -> Caller:
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         db.session.rollback()
         raise AuthenticationFailed("This API key has been revoked or has expired.")
-    if tenant.status is not TenantStatus.ACTIVE:
+    if (
+        tenant.status is not TenantStatus.ACTIVE
+        and tenant.suspended_reason not in admit_suspended_for
+    ):
+        reason = tenant.suspended_reason
         db.session.rollback()
+        if reason == "billing":
+            raise TenantSuspended(
+                "This account is suspended for an unpaid invoice. It can still list its "
+                "invoices (GET /v1/invoices) and pay one (POST /v1/invoices/{id}/pay); "
+                "paying reinstates it."
+            )
         raise TenantSuspended()
     caller = Caller(tenant.id, key.id, key.livemode, tenant.live_enabled)
     if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:

@@ -24,8 +24,9 @@ from sqlalchemy.exc import OperationalError
 from core import create_app
 from core.config import load_settings
 
-# Lango and the Daraja sandbox served for real, for any test package that needs them.
-pytest_plugins = ["tests.served"]
+# Lango, the Daraja sandbox and localstripe (a fake Stripe) served for real, for any test
+# package that needs them.
+pytest_plugins = ["tests.served", "tests.stripe_server"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32

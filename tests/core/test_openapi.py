@@ -18,6 +18,8 @@ PUBLIC_OPERATIONS = {
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("post", "/callbacks/mpesa/stk/{token}"),
+    ("post", "/callbacks/stripe"),
+    ("get", "/v1/plans"),
 }
 
 

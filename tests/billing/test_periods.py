@@ -1,0 +1,386 @@
+"""Period close: one invoice per period whatever runs it how often, exact overage, the
+period-end plan change, and overage handed to Stripe exactly once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from billing import periods
+from billing.jobs import close_billing_periods
+from billing.models import Invoice, Subscription
+from billing.subscriptions import add_months
+from core.extensions import db
+
+# A fixed past period, so `now` decides everything and nothing depends on the clock.
+PERIOD_START = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
+PERIOD_END = add_months(PERIOD_START, 1)  # 2026-02-28 09:30
+AFTER_END = PERIOD_END + timedelta(minutes=5)
+
+
+def bill_on(app, tenant_id, plan_code, *, used=0, start=PERIOD_START, **subscription):
+    """Put the tenant on `plan_code` for the period [start, add_months(start, 1)) with `used`
+    live pushes counted; extra keywords set subscription columns."""
+    values = {
+        "plan": plan_code,
+        "start": start,
+        "end": add_months(start, 1),
+        "t": tenant_id,
+        **subscription,
+    }
+    extra = "".join(f", {column} = :{column}" for column in subscription)
+    with app.app_context():
+        db.session.execute(
+            text(
+                "UPDATE public.subscriptions SET plan_code = :plan, current_period_start = :start, "
+                f"current_period_end = :end{extra} WHERE tenant_id = :t"
+            ),
+            values,
+        )
+        if used:
+            db.session.execute(
+                text("INSERT INTO public.usage_counters VALUES (:t, true, :start, :used)"),
+                {**values, "used": used},
+            )
+        db.session.commit()
+
+
+def invoices_of(app, tenant_id) -> list[Invoice]:
+    with app.app_context():
+        rows = db.session.scalars(
+            select(Invoice).where(Invoice.tenant_id == tenant_id).order_by(Invoice.period_start)
+        ).all()
+        db.session.expunge_all()
+        return list(rows)
+
+
+def subscription_of(app, tenant_id) -> Subscription:
+    with app.app_context():
+        subscription = db.session.scalar(
+            select(Subscription).where(Subscription.tenant_id == tenant_id)
+        )
+        db.session.expunge_all()
+        return subscription
+
+
+def close(app, tenant_id, now=AFTER_END):
+    with app.app_context():
+        return periods.close_period(tenant_id, now=now)
+
+
+class FakeStripe:
+    """Stands in for billing.stripe_gateway: records invoice items, slowly, so concurrent
+    closers really overlap."""
+
+    def __init__(self, fail_times: int = 0, delay: float = 0.0):
+        self.items: list[dict] = []
+        self.fail_times = fail_times
+        self.delay = delay
+        self._lock = threading.Lock()
+
+    def configured(self) -> bool:
+        return True
+
+    def add_invoice_item(self, customer_id, amount_kes, description, idempotency_key):
+        time.sleep(self.delay)
+        with self._lock:
+            if self.fail_times:
+                self.fail_times -= 1
+                raise ConnectionError("stripe is down")
+            self.items.append(
+                {
+                    "customer": customer_id,
+                    "amount": amount_kes,
+                    "description": description,
+                    "idempotency_key": idempotency_key,
+                }
+            )
+            return {"id": f"ii_{len(self.items)}", "object": "invoiceitem"}
+
+
+@pytest.fixture
+def fake_stripe(monkeypatch):
+    gateway = FakeStripe(delay=0.2)
+    monkeypatch.setattr(periods, "stripe_gateway", lambda: gateway)
+    return gateway
+
+
+@pytest.fixture
+def hard_cap_plan(app):
+    """A paid plan whose allowance is a hard cap (no overage price)."""
+    with app.app_context():
+        db.session.execute(
+            text(
+                "INSERT INTO public.plans (code, name, monthly_price, included_pushes, "
+                "overage_price, rate_limit, max_webhook_endpoints, livemode_allowed, "
+                "test_allowance, active, position) VALUES ('capped_paid', 'Capped', 1500, 500, "
+                "NULL, '50 per second', 1, true, 1000, true, 98)"
+            )
+        )
+        db.session.commit()
+    yield "capped_paid"
+    with app.app_context():
+        db.session.execute(
+            text(
+                "UPDATE public.subscriptions SET plan_code = 'sandbox', pending_plan_code = NULL "
+                "WHERE plan_code = 'capped_paid' OR pending_plan_code = 'capped_paid'"
+            )
+        )
+        db.session.execute(text("DELETE FROM public.plans WHERE code = 'capped_paid'"))
+        db.session.commit()
+
+
+def test_close_writes_the_invoice_and_opens_the_next_period(app, tenant):
+    bill_on(app, tenant.id, "starter", used=1_200)  # 1,000 included, KES 3 per extra push
+
+    invoice_id = close(app, tenant.id)
+
+    [invoice] = invoices_of(app, tenant.id)
+    assert invoice.id == invoice_id and invoice.id.startswith("inv_")
+    assert (invoice.period_start, invoice.period_end) == (PERIOD_START, PERIOD_END)
+    assert (invoice.plan_code, invoice.base_fee, invoice.included_pushes) == ("starter", 2500, 1000)
+    assert (invoice.used_pushes, invoice.overage_pushes, invoice.overage_amount) == (1200, 200, 600)
+    assert invoice.total == 3100
+    assert invoice.status.value == "open" and invoice.paid_at is None
+    assert invoice.due_at == PERIOD_END
+    assert [(line["type"], line["quantity"], line["amount"]) for line in invoice.lines] == [
+        ("base_fee", 1, 2500),
+        ("overage", 200, 600),
+    ]
+    subscription = subscription_of(app, tenant.id)
+    assert subscription.current_period_start == PERIOD_END
+    assert subscription.current_period_end == datetime(2026, 3, 28, 9, 30, tzinfo=UTC)
+
+
+def test_only_live_pushes_of_the_period_are_billed(app, tenant):
+    bill_on(app, tenant.id, "starter", used=1_010)
+    with app.app_context():
+        # Test-mode pushes and the previous period's live pushes are not this invoice's.
+        db.session.execute(
+            text(
+                "INSERT INTO public.usage_counters VALUES (:t, false, :start, 5000), "
+                "(:t, true, :before, 9000)"
+            ),
+            {"t": tenant.id, "start": PERIOD_START, "before": PERIOD_START - timedelta(days=31)},
+        )
+        db.session.commit()
+
+    close(app, tenant.id)
+
+    [invoice] = invoices_of(app, tenant.id)
+    assert (invoice.used_pushes, invoice.overage_pushes, invoice.total) == (1010, 10, 2530)
+
+
+def test_usage_within_the_allowance_bills_the_base_fee_only(app, tenant):
+    bill_on(app, tenant.id, "growth", used=9_999)
+
+    close(app, tenant.id)
+
+    [invoice] = invoices_of(app, tenant.id)
+    assert (invoice.overage_pushes, invoice.overage_amount, invoice.total) == (0, 0, 10_000)
+    assert [line["type"] for line in invoice.lines] == ["base_fee"]
+
+
+def test_hard_cap_plan_never_bills_overage(app, tenant, hard_cap_plan):
+    # More than included can be counted on a hard-cap plan only by accident (e.g. a plan
+    # switched mid-period); it is still never billed as overage.
+    bill_on(app, tenant.id, hard_cap_plan, used=800)
+
+    close(app, tenant.id)
+
+    [invoice] = invoices_of(app, tenant.id)
+    assert (invoice.used_pushes, invoice.overage_pushes, invoice.overage_amount) == (800, 0, 0)
+    assert invoice.total == 1500
+
+
+def test_a_free_period_is_invoiced_as_paid(app, tenant):
+    bill_on(app, tenant.id, "sandbox")
+
+    close(app, tenant.id)
+
+    [invoice] = invoices_of(app, tenant.id)
+    assert invoice.total == 0
+    assert invoice.status.value == "paid" and invoice.paid_at == AFTER_END
+
+
+def test_a_period_not_yet_ended_is_left_alone(app, tenant):
+    bill_on(app, tenant.id, "starter", used=5)
+
+    assert close(app, tenant.id, now=PERIOD_END - timedelta(seconds=1)) is None
+
+    assert invoices_of(app, tenant.id) == []
+    assert subscription_of(app, tenant.id).current_period_start == PERIOD_START
+
+
+def test_closing_twice_yields_one_invoice_and_one_stripe_item(app, tenant, fake_stripe):
+    bill_on(app, tenant.id, "starter", used=1_100, stripe_customer_id="cus_123")
+
+    with app.app_context():
+        first = periods.close_due_periods(now=AFTER_END)
+        second = periods.close_due_periods(now=AFTER_END)
+        # Even asking Stripe again directly adds nothing.
+        assert periods.add_overage_to_stripe(first.closed[0]) is False
+
+    assert len(first.closed) == 1 and second.closed == []
+    [invoice] = invoices_of(app, tenant.id)
+    assert fake_stripe.items == [
+        {
+            "customer": "cus_123",
+            "amount": 300,
+            "description": fake_stripe.items[0]["description"],
+            "idempotency_key": f"overage-{tenant.id}-2026-01-31T09:30:00+00:00",
+        }
+    ]
+    assert invoice.stripe_overage_item_id == "ii_1"
+
+
+def test_concurrent_closes_yield_one_invoice_and_one_stripe_item(app, tenant_factory, fake_stripe):
+    tenants = [tenant_factory() for _ in range(3)]
+    for made in tenants:
+        bill_on(app, made.id, "starter", used=1_001, stripe_customer_id=f"cus_{made.id}")
+    reports, errors = [], []
+    barrier = threading.Barrier(4)
+
+    def run_close():
+        try:
+            with app.app_context():
+                barrier.wait()
+                reports.append(periods.close_due_periods(now=AFTER_END))
+        except Exception as error:  # surfaced below
+            errors.append(error)
+
+    workers = [threading.Thread(target=run_close) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+
+    assert errors == []
+    assert sum(len(report.closed) for report in reports) == 3
+    assert sum(report.stripe_items for report in reports) == 3
+    for made in tenants:
+        [invoice] = invoices_of(app, made.id)
+        assert invoice.total == 2503
+    customers = sorted(item["customer"] for item in fake_stripe.items)
+    assert customers == sorted(f"cus_{made.id}" for made in tenants)
+
+
+def test_overage_stripe_could_not_take_is_added_by_the_next_run(app, tenant, monkeypatch):
+    gateway = FakeStripe(fail_times=1)
+    monkeypatch.setattr(periods, "stripe_gateway", lambda: gateway)
+    bill_on(app, tenant.id, "starter", used=1_050, stripe_customer_id="cus_9")
+
+    with app.app_context():
+        failed = periods.close_due_periods(now=AFTER_END)
+        retried = periods.close_due_periods(now=AFTER_END)
+
+    assert (failed.stripe_errors, failed.stripe_items) == (1, 0)
+    assert (retried.stripe_errors, retried.stripe_items) == (0, 1)
+    assert len(gateway.items) == 1 and gateway.items[0]["amount"] == 150
+    assert invoices_of(app, tenant.id)[0].stripe_overage_item_id == "ii_1"
+
+
+def test_no_stripe_item_without_a_stripe_customer_or_overage(app, tenant_factory, fake_stripe):
+    no_customer, no_overage = tenant_factory(), tenant_factory()
+    bill_on(app, no_customer.id, "starter", used=1_500)
+    bill_on(app, no_overage.id, "starter", used=10, stripe_customer_id="cus_2")
+
+    with app.app_context():
+        report = periods.close_due_periods(now=AFTER_END)
+
+    assert len(report.closed) == 2 and report.stripe_items == 0
+    assert fake_stripe.items == []
+
+
+def test_without_stripe_billing_runs_on_lango_invoices_alone(app, tenant):
+    bill_on(app, tenant.id, "starter", used=1_100, stripe_customer_id="cus_1")
+
+    with app.app_context():
+        assert periods.stripe_gateway() is None  # STRIPE_API_KEY is not set in tests
+        report = periods.close_due_periods(now=AFTER_END)
+
+    assert len(report.closed) == 1 and report.stripe_items == 0
+    assert invoices_of(app, tenant.id)[0].stripe_overage_item_id is None
+
+
+def test_pending_downgrade_applies_at_close(app, tenant):
+    bill_on(app, tenant.id, "growth", used=12_000, pending_plan_code="starter")
+
+    close(app, tenant.id)
+
+    [invoice] = invoices_of(app, tenant.id)
+    # The closed period is billed on the plan it ran on.
+    assert (invoice.plan_code, invoice.total) == ("growth", 10_000 + 2_000 * 2)
+    subscription = subscription_of(app, tenant.id)
+    assert (subscription.plan_code, subscription.pending_plan_code) == ("starter", None)
+    with app.app_context():
+        plan = db.session.scalar(
+            text("SELECT plan FROM public.tenants WHERE id = :t"), {"t": tenant.id}
+        )
+    assert plan == "starter"
+
+
+def test_cancellation_at_period_end_moves_the_tenant_to_the_free_plan(app, tenant):
+    bill_on(app, tenant.id, "starter", cancel_at_period_end=True)
+
+    close(app, tenant.id)
+
+    assert invoices_of(app, tenant.id)[0].total == 2500  # the period it used is still billed
+    subscription = subscription_of(app, tenant.id)
+    assert subscription.status.value == "canceled"
+    assert (subscription.plan_code, subscription.cancel_at_period_end) == ("sandbox", False)
+    # Later periods cost nothing.
+    close(app, tenant.id, now=add_months(AFTER_END, 1))
+    assert [invoice.total for invoice in invoices_of(app, tenant.id)] == [2500, 0]
+
+
+def test_periods_missed_while_the_scheduler_was_down_are_each_closed(app, tenant):
+    bill_on(app, tenant.id, "starter", used=1_001)
+
+    with app.app_context():
+        report = periods.close_due_periods(now=add_months(PERIOD_END, 2) + timedelta(hours=1))
+
+    invoices = invoices_of(app, tenant.id)
+    assert len(report.closed) == 3
+    assert [invoice.period_start for invoice in invoices] == [
+        PERIOD_START,
+        PERIOD_END,
+        add_months(PERIOD_END, 1),
+    ]
+    assert [invoice.total for invoice in invoices] == [2503, 2500, 2500]
+    assert subscription_of(app, tenant.id).current_period_start == add_months(PERIOD_END, 2)
+
+
+def test_the_scheduled_job_closes_periods_that_have_ended(app, tenant):
+    bill_on(app, tenant.id, "starter", start=datetime.now(UTC) - timedelta(days=40))
+
+    with app.app_context():
+        result = close_billing_periods()
+        again = close_billing_periods()
+
+    assert len(result["closed"]) == 1 and again["closed"] == []
+    assert len(invoices_of(app, tenant.id)) == 1
+
+
+def test_the_scheduler_registers_period_close_and_dunning(app, monkeypatch):
+    from rq.cron import CronScheduler
+
+    from core.cli import scheduler
+
+    registered = []
+    monkeypatch.setattr(
+        CronScheduler,
+        "register",
+        lambda self, func, queue_name, **options: registered.append((func.__name__, queue_name)),
+    )
+    monkeypatch.setattr(CronScheduler, "start", lambda self: None)
+
+    result = app.test_cli_runner().invoke(scheduler)
+
+    assert result.exit_code == 0, result.output
+    assert ("close_billing_periods", "billing") in registered
+    assert ("suspend_overdue_tenants", "billing") in registered
