@@ -67,6 +67,13 @@ def _networks(value: str) -> tuple[str, ...]:
     return networks
 
 
+def _schedule(value: str) -> tuple[int, ...]:
+    delays = tuple(int(item) for item in value.split(",") if item.strip())
+    if not delays or any(delay < 0 for delay in delays):
+        raise ValueError("must be comma-separated non-negative seconds, e.g. 5,300,1800")
+    return delays
+
+
 def _encryption_keys(value: str) -> tuple[str, ...]:
     keys = tuple(key.strip() for key in value.split(",") if key.strip())
     for key in keys:
@@ -119,6 +126,16 @@ class Settings:
     INVOICE_GRACE_DAYS: int = 7
     # The tenant whose STK pushes collect Lango's own invoices (dogfooding); empty = off.
     BILLING_TENANT_ID: str = ""
+    # Webhook delivery. Private/loopback targets are refused unless explicitly allowed
+    # (development and tests only).
+    WEBHOOK_ALLOW_PRIVATE_TARGETS: bool = False
+    WEBHOOK_TIMEOUT_SECONDS: int = 15
+    # Seconds after the first attempt (conventions.md): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    WEBHOOK_RETRY_SCHEDULE: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    # Deliveries in flight to one endpoint at once: a slow endpoint can't take every worker.
+    WEBHOOK_ENDPOINT_CONCURRENCY: int = 2
+    # An endpoint failing without a success for this long is disabled.
+    WEBHOOK_DISABLE_AFTER_SECONDS: int = 5 * 24 * 3600
     extra: dict = field(default_factory=dict)
 
     @property
@@ -144,6 +161,11 @@ _PARSERS = {
     "PUSH_EXPIRY_SECONDS": _positive_int,
     "MPESA_CALLBACK_ALLOWED_IPS": _networks,
     "INVOICE_GRACE_DAYS": _positive_int,
+    "WEBHOOK_ALLOW_PRIVATE_TARGETS": _flag,
+    "WEBHOOK_TIMEOUT_SECONDS": _positive_int,
+    "WEBHOOK_RETRY_SCHEDULE": _schedule,
+    "WEBHOOK_ENDPOINT_CONCURRENCY": _positive_int,
+    "WEBHOOK_DISABLE_AFTER_SECONDS": _positive_int,
 }
 
 _REQUIRED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from blinker import Namespace
 from sqlalchemy import Boolean, DateTime, String, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -36,4 +37,10 @@ def record_event(type_: str, data: dict, *, livemode: bool) -> Event:
         id=new_id("evt"), type=type_, livemode=livemode, data=data, created_at=datetime.now(UTC)
     )
     db.session.add(event)
+    event_recorded.send(event, tenant_id=require_tenant().tenant_id)
     return event
+
+
+# Sent inside the recording transaction: webhooks creates the event's deliveries there, so
+# an event and the duty to deliver it commit together.
+event_recorded = Namespace().signal("event-recorded")

@@ -9,7 +9,10 @@ from alembic import context
 from flask import current_app
 from sqlalchemy import text
 
-import core.events  # noqa: F401  (registers the tenant models on the metadata)
+import billing.models  # noqa: F401  (registers the tenant models on the metadata)
+import core.events  # noqa: F401
+import payments.models  # noqa: F401
+import webhooks.models  # noqa: F401
 from core.extensions import TenantBase
 from core.migrations import migrate_schema
 

@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, signed event delivery with retries and replay, SSRF-safe sending."""
