@@ -12,7 +12,11 @@ def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
     """The `whsec_…` secrets to sign with now: the current one, plus the previous one while
     its rotation grace period lasts (receivers verify either)."""
     secrets = [crypto.decrypt(endpoint.secret_encrypted)]
-    if endpoint.previous_secret_encrypted and endpoint.previous_secret_expires_at:
-        if endpoint.previous_secret_expires_at > now:
-            secrets.append(crypto.decrypt(endpoint.previous_secret_encrypted))
+    previous_valid = (
+        endpoint.previous_secret_encrypted is not None
+        and endpoint.previous_secret_expires_at is not None
+        and endpoint.previous_secret_expires_at > now
+    )
+    if previous_valid:
+        secrets.append(crypto.decrypt(endpoint.previous_secret_encrypted))
     return secrets
