@@ -6,22 +6,12 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Enum, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.extensions import TenantBase, db
-
-
-def _text_enum(enum_class: type[enum.Enum], name: str) -> Enum:
-    return Enum(
-        enum_class,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=20,
-        values_callable=lambda members: [member.value for member in members],
-    )
+from core.sqltypes import text_enum
 
 
 class Plan(db.Model):
@@ -63,7 +53,7 @@ class Subscription(db.Model):
     tenant_id: Mapped[str] = mapped_column(String(40), unique=True)
     plan_code: Mapped[str] = mapped_column(String(40))
     status: Mapped[SubscriptionStatus] = mapped_column(
-        _text_enum(SubscriptionStatus, "subscription_status")
+        text_enum(SubscriptionStatus, "subscription_status")
     )
     current_period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     current_period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -131,7 +121,7 @@ class Invoice(db.Model):
     overage_pushes: Mapped[int] = mapped_column(Integer)
     overage_amount: Mapped[int] = mapped_column(BigInteger)
     total: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[InvoiceStatus] = mapped_column(_text_enum(InvoiceStatus, "invoice_status"))
+    status: Mapped[InvoiceStatus] = mapped_column(text_enum(InvoiceStatus, "invoice_status"))
     lines: Mapped[list] = mapped_column(JSONB)
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

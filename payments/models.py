@@ -5,11 +5,12 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Enum, Index, String, Text, func
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.extensions import TenantBase
+from core.sqltypes import text_enum
 
 
 class PushStatus(enum.StrEnum):
@@ -34,14 +35,7 @@ class StkPush(TenantBase):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     livemode: Mapped[bool] = mapped_column(Boolean)
     status: Mapped[PushStatus] = mapped_column(
-        Enum(
-            PushStatus,
-            name="push_status",
-            native_enum=False,
-            create_constraint=True,
-            length=20,
-            values_callable=lambda members: [member.value for member in members],
-        ),
+        text_enum(PushStatus, "push_status"),
         index=True,
     )
     phone_number: Mapped[str] = mapped_column(String(12), index=True)

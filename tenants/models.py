@@ -6,10 +6,11 @@ import enum
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, DateTime, Enum, ForeignKey, String, func
+from sqlalchemy import Boolean, DateTime, ForeignKey, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.extensions import db
+from core.sqltypes import text_enum
 
 
 class TenantStatus(enum.StrEnum):
@@ -22,18 +23,6 @@ class MemberRole(enum.StrEnum):
     DEVELOPER = "developer"
 
 
-def _enum(enum_class: type[enum.Enum], name: str) -> Enum:
-    # Stored as text with a CHECK constraint: adding a value is a cheap migration.
-    return Enum(
-        enum_class,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=20,
-        values_callable=lambda members: [member.value for member in members],
-    )
-
-
 class Tenant(db.Model):
     __tablename__ = "tenants"
     __table_args__ = {"schema": "public"}
@@ -41,7 +30,7 @@ class Tenant(db.Model):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     business_name: Mapped[str] = mapped_column(String(100))
     status: Mapped[TenantStatus] = mapped_column(
-        _enum(TenantStatus, "tenant_status"), default=TenantStatus.ACTIVE
+        text_enum(TenantStatus, "tenant_status"), default=TenantStatus.ACTIVE
     )
     plan: Mapped[str] = mapped_column(String(40))
     # Why a suspended tenant is suspended: "billing" (dunning), "compliance", "admin".
@@ -75,7 +64,7 @@ class Member(UserMixin, db.Model):
     # Stored lower-cased; one person signs in to one tenant with one email.
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(200))
-    role: Mapped[MemberRole] = mapped_column(_enum(MemberRole, "member_role"))
+    role: Mapped[MemberRole] = mapped_column(text_enum(MemberRole, "member_role"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
