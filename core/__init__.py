@@ -48,15 +48,27 @@ def _connect_domain_signals() -> None:
     (blinker dedupes)."""
     from billing.invoices import settle_invoice_payment
     from billing.stripe_subscriptions import follow_plan_change
-    from billing.subscriptions import plan_changed, plan_rate_limit, subscribe_new_tenant
+    from billing.subscriptions import (
+        current_subscription,
+        plan_changed,
+        plan_rate_limit,
+        subscribe_new_tenant,
+    )
+    from core.events import event_recorded
     from core.ratelimit import use_tenant_limits
     from payments.service import push_finished
     from tenants.service import tenant_created
+    from webhooks.endpoints import use_endpoint_limits
+    from webhooks.service import fan_out
 
     tenant_created.connect(subscribe_new_tenant)
     use_tenant_limits(plan_rate_limit)
+    # The plan caps webhook endpoints; webhooks asks through this hook, never importing billing.
+    use_endpoint_limits(lambda tenant_id: current_subscription(tenant_id)[1].max_webhook_endpoints)
     push_finished.connect(settle_invoice_payment)
     plan_changed.connect(follow_plan_change)
+    # Each event's webhook deliveries are created in the event's own transaction.
+    event_recorded.connect(fan_out)
 
 
 def _flask_config(settings: Settings) -> dict:
@@ -129,6 +141,7 @@ def _register_blueprints(app: Flask) -> None:
     from core.health import blp as health
     from payments.api import callbacks, mpesa_credentials, stk_pushes
     from tenants.api import api_keys, signup, tenant
+    from webhooks.api import event_log, webhook_endpoints
 
     app.register_blueprint(docs_assets)
     for blueprint in (
@@ -143,6 +156,8 @@ def _register_blueprints(app: Flask) -> None:
         subscription,
         invoices,
         stripe_callbacks,
+        webhook_endpoints,
+        event_log,
     ):
         api.register_blueprint(blueprint)
 

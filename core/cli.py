@@ -1,7 +1,8 @@
 """`lango`: the operator's one command (a Flask CLI group on the app factory).
 
 lango up             the whole platform (embedded servers unless URLs are given)
-lango worker         an RQ worker
+lango worker         RQ workers (with the scheduler) for every queue
+lango queues         queue depths, failed jobs, the oldest due webhook delivery
 lango db upgrade     public schema, then every tenant schema behind head
 lango db status      is everything at head? (reads the registry; milliseconds)
 lango tenants …      tenant operations
@@ -149,8 +150,20 @@ def tenants_demo() -> None:
 @main.command("worker")
 @click.option("--queues", default="webhooks,default,billing", show_default=True)
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
-def worker(queues: str, burst: bool) -> None:
-    """Run an RQ worker (non-forking: jobs are cheap and enter their own tenant scope)."""
+@click.option(
+    "--processes",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes. Keep it above WEBHOOK_ENDPOINT_CONCURRENCY, so endpoints that "
+    "hang can't hold every worker.",
+)
+def worker(queues: str, burst: bool, processes: int) -> None:
+    """Run RQ workers (non-forking: jobs are cheap and enter their own tenant scope), one
+    per process, with RQ's scheduler (webhook retries are scheduled jobs)."""
+    if processes > 1:
+        _run_worker_processes(processes, queues, burst)
+        return
     from rq import Queue, SimpleWorker
 
     # Its own connection, without the app's socket timeout: dequeuing blocks for minutes.
@@ -159,7 +172,34 @@ def worker(queues: str, burst: bool) -> None:
     rq_worker = SimpleWorker(
         [Queue(name, connection=connection) for name in names], connection=connection
     )
-    rq_worker.work(burst=burst, with_scheduler=False)
+    # Every worker offers to run the scheduler; one holds its lock at a time.
+    rq_worker.work(burst=burst, with_scheduler=True)
+
+
+def _run_worker_processes(count: int, queues: str, burst: bool) -> None:
+    """`count` one-process workers, each restarted if it dies (a killed worker loses nothing:
+    the sweeper re-drives its delivery). Ctrl-C/SIGTERM stops them all."""
+    command = [sys.executable, "-m", "core.cli", "worker", "--processes", "1", "--queues", queues]
+    children = [subprocess.Popen(command + (["--burst"] if burst else [])) for _ in range(count)]
+    stopping = False
+
+    def request_stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        while not stopping and not (burst and all(c.poll() is not None for c in children)):
+            for index, child in enumerate(children):
+                if not burst and child.poll() is not None:
+                    click.echo(
+                        f"worker {child.pid} exited ({child.returncode}); restarting", err=True
+                    )
+                    children[index] = subprocess.Popen(command)
+            time.sleep(0.5)
+    finally:
+        _stop([("worker", child) for child in children])
 
 
 @tenants.command("enable-live")
@@ -212,6 +252,10 @@ def scheduler() -> None:
     cron.register(suspend_overdue_tenants, queue_name="billing", interval=300, job_timeout=300)
     # Read-only: reports counters that disagree with their usage records, fixes nothing.
     cron.register(check_usage_drift, queue_name="billing", interval=600, job_timeout=600)
+    from webhooks.jobs import sweep_due_deliveries
+
+    # Re-enqueues deliveries whose job was lost (Redis flushed, worker killed): no loss.
+    cron.register(sweep_due_deliveries, queue_name="webhooks", interval=30, job_timeout=300)
     cron.start()
 
 
@@ -358,8 +402,10 @@ def _write_runtime_env(data_dir: Path) -> None:
 
 def _register_domain_commands() -> None:
     from payments.cli import sandbox as sandbox_command
+    from webhooks.cli import queues as queues_command
 
     main.add_command(sandbox_command)
+    main.add_command(queues_command)
 
 
 _register_domain_commands()

@@ -19,10 +19,13 @@ from functools import wraps
 from flask import Response, g, jsonify, request
 from sqlalchemy import text
 
+from core import crypto
 from core.errors import Conflict, LangoError, ValidationFailed, handle_lango_error
 from core.extensions import db
 
 MAX_KEY_LENGTH = 255
+# Marks a stored answer kept encrypted (it shows a secret).
+_ENCRYPTED = "lango_encrypted_response"
 # Keys are kept at least this long (Stripe keeps 24 h); older ones are purged.
 RETENTION = timedelta(hours=24)
 
@@ -39,9 +42,15 @@ class IdempotencyKeyInUse(Conflict):
     message = "A request with this Idempotency-Key is still being processed; retry shortly."
 
 
-def idempotent(view):
+def idempotent(view=None, *, secret_in_response: bool = False):
     """Make a POST view honour `Idempotency-Key`. Apply it below the arguments decorator
-    (so validation runs first) and above the response decorator."""
+    (so validation runs first) and above the response decorator.
+
+    `secret_in_response=True` (answers that show a secret once, like a signing secret)
+    stores the answer encrypted (core.crypto), so no secret sits in plain text for the 24 h
+    the key is kept."""
+    if view is None:
+        return lambda view: idempotent(view, secret_in_response=secret_in_response)
 
     @wraps(view)
     def wrapper(*args, **kwargs):
@@ -66,7 +75,7 @@ def idempotent(view):
             raise
         if not isinstance(response, Response):
             response = jsonify(response)
-        _complete(livemode, key, response)
+        _complete(livemode, key, response, encrypt=secret_in_response)
         return response
 
     return wrapper
@@ -107,13 +116,19 @@ def _claim(livemode: bool, key: str, request_hash: str) -> Response | None:
         raise IdempotencyKeyReused(param="Idempotency-Key")
     if row.response_status is None:
         raise IdempotencyKeyInUse(param="Idempotency-Key", headers={"Retry-After": "1"})
-    replay = jsonify(row.response_body)
+    body = row.response_body
+    if isinstance(body, dict) and set(body) == {_ENCRYPTED}:
+        body = json.loads(crypto.decrypt(body[_ENCRYPTED]))
+    replay = jsonify(body)
     replay.status_code = row.response_status
     replay.headers["Idempotent-Replayed"] = "true"
     return replay
 
 
-def _complete(livemode: bool, key: str, response: Response) -> None:
+def _complete(livemode: bool, key: str, response: Response, *, encrypt: bool) -> None:
+    body = response.get_data(as_text=True)
+    if encrypt:
+        body = json.dumps({_ENCRYPTED: crypto.encrypt(body)})
     db.session.rollback()
     db.session.execute(
         text(
@@ -123,7 +138,7 @@ def _complete(livemode: bool, key: str, response: Response) -> None:
         ),
         {
             "status": response.status_code,
-            "body": response.get_data(as_text=True),
+            "body": body,
             "livemode": livemode,
             "key": key,
         },

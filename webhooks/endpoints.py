@@ -1,11 +1,202 @@
-"""Webhook endpoints (tenant schema): create, change, disable, rotate their signing secrets."""
+"""Webhook endpoints (tenant schema): create, change, disable, rotate their signing secrets.
+
+Each endpoint belongs to one mode (the key that made it decides); a key only ever sees
+endpoints of its own mode. Secrets are stored encrypted (core.crypto) and are returned in
+plaintext only by the call that issues them (create, rotate).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import func, select, text, update
 
 from core import crypto
-from webhooks.models import WebhookEndpoint
+from core.errors import NotFound, PermissionDenied, ValidationFailed
+from core.extensions import db
+from core.ids import new_id
+from core.tenancy import require_tenant
+from webhooks import signing, ssrf
+from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+
+# The event types an endpoint may subscribe to; "*" means every type, present and future.
+EVENT_TYPES = (
+    "payment.succeeded",
+    "payment.failed",
+    "payment.cancelled",
+    "payment.expired",
+    "webhook_endpoint.disabled",
+    "ping",
+)
+ALL_EVENTS = "*"
+
+# How many endpoints the tenant's plan allows (None: no limit), told by billing and plugged
+# in by create_app, so webhooks never imports billing. It may raise LookupError for a tenant
+# without a plan: no limit applies then.
+_endpoint_limit: Callable[[str], int | None] | None = None
+
+
+def use_endpoint_limits(resolver: Callable[[str], int | None]) -> None:
+    """Have the per-tenant endpoint limit come from `resolver(tenant_id)`."""
+    global _endpoint_limit
+    _endpoint_limit = resolver
+
+
+class EndpointLimitReached(PermissionDenied):
+    code = "endpoint_limit_reached"
+    message = "The plan's webhook endpoint limit is reached."
+
+
+@dataclass(frozen=True)
+class IssuedEndpoint:
+    """An endpoint with its plaintext secret, for the one answer that shows it."""
+
+    endpoint: WebhookEndpoint
+    secret: str
+
+    def __getattr__(self, name: str):
+        return getattr(self.endpoint, name)
+
+
+def create_endpoint(
+    *,
+    livemode: bool,
+    url: str,
+    enabled_events: list[str],
+    description: str | None = None,
+    enabled: bool = True,
+) -> IssuedEndpoint:
+    """Create an endpoint of the given mode with a fresh secret. Raises ValidationFailed
+    (unsafe URL) or EndpointLimitReached. Commits."""
+    _check_url(url, livemode=livemode)
+    tenant_id = require_tenant().tenant_id
+    # One creation at a time per tenant, so concurrent requests cannot pass the limit.
+    db.session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"webhook-endpoints:{tenant_id}"},
+    )
+    _check_limit(tenant_id)
+    secret = signing.new_secret()
+    now = datetime.now(UTC)
+    endpoint = WebhookEndpoint(
+        id=new_id("we"),
+        livemode=livemode,
+        url=url,
+        description=description,
+        enabled_events=normalize_events(enabled_events),
+        enabled=enabled,
+        disabled_reason=None if enabled else "manual",
+        secret_encrypted=crypto.encrypt(secret),
+        created_at=now,
+        updated_at=now,
+    )
+    db.session.add(endpoint)
+    db.session.commit()
+    return IssuedEndpoint(endpoint, secret)
+
+
+def list_endpoints_statement(*, livemode: bool):
+    return select(WebhookEndpoint).where(WebhookEndpoint.livemode == livemode)
+
+
+def get_endpoint(endpoint_id: str, *, livemode: bool, for_update: bool = False) -> WebhookEndpoint:
+    """The endpoint of this mode, or NotFound (also for the other mode's endpoints)."""
+    statement = select(WebhookEndpoint).where(
+        WebhookEndpoint.id == endpoint_id, WebhookEndpoint.livemode == livemode
+    )
+    if for_update:
+        statement = statement.with_for_update()
+    endpoint = db.session.scalars(statement).one_or_none()
+    if endpoint is None:
+        raise NotFound(f"No such webhook endpoint: {endpoint_id!r}.", param="id")
+    return endpoint
+
+
+def update_endpoint(endpoint_id: str, *, livemode: bool, **changes) -> WebhookEndpoint:
+    """Change url, enabled_events, description and/or enabled. Disabling records the reason
+    "manual"; re-enabling a disabled endpoint forgets its failure run and redelivers what it
+    missed meanwhile. Commits."""
+    endpoint = get_endpoint(endpoint_id, livemode=livemode, for_update=True)
+    if "url" in changes:
+        _check_url(changes["url"], livemode=livemode)
+        endpoint.url = changes["url"]
+    if "enabled_events" in changes:
+        endpoint.enabled_events = normalize_events(changes["enabled_events"])
+    if "description" in changes:
+        endpoint.description = changes["description"]
+    # What it missed: since its failure run began, else since it was disabled.
+    missed_since = endpoint.failing_since or endpoint.updated_at
+    reenabled = changes.get("enabled") is True and not endpoint.enabled
+    if reenabled:
+        endpoint.enabled = True
+        endpoint.disabled_reason = None
+        endpoint.failing_since = None
+    elif changes.get("enabled") is False and endpoint.enabled:
+        endpoint.enabled = False
+        endpoint.disabled_reason = "manual"
+    endpoint.updated_at = datetime.now(UTC)
+    if reenabled:
+        # Imported here: the delivery service itself imports this module (signing_secrets).
+        from webhooks import service
+
+        # Same transaction: the endpoint is enabled by the time the replayed jobs run.
+        service.redeliver_missed(endpoint, since=missed_since)
+    db.session.commit()
+    return endpoint
+
+
+def delete_endpoint(endpoint_id: str, *, livemode: bool) -> WebhookEndpoint:
+    """Delete the endpoint; its pending deliveries are marked failed in the same transaction
+    (a delivery job that still runs finds no endpoint and does nothing). Commits."""
+    endpoint = get_endpoint(endpoint_id, livemode=livemode, for_update=True)
+    db.session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.endpoint_id == endpoint.id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+        )
+        .values(status=DeliveryStatus.FAILED, next_attempt_at=None)
+    )
+    db.session.delete(endpoint)
+    db.session.commit()
+    return endpoint
+
+
+def rotate_secret(endpoint_id: str, *, livemode: bool, grace: timedelta) -> IssuedEndpoint:
+    """Issue a new secret; the current one keeps signing alongside it for `grace` (zero:
+    it stops at once). A secret still in an earlier grace period is dropped. Commits."""
+    endpoint = get_endpoint(endpoint_id, livemode=livemode, for_update=True)
+    secret = signing.new_secret()
+    now = datetime.now(UTC)
+    if grace > timedelta(0):
+        endpoint.previous_secret_encrypted = endpoint.secret_encrypted
+        endpoint.previous_secret_expires_at = now + grace
+    else:
+        endpoint.previous_secret_encrypted = None
+        endpoint.previous_secret_expires_at = None
+    endpoint.secret_encrypted = crypto.encrypt(secret)
+    endpoint.updated_at = now
+    db.session.commit()
+    return IssuedEndpoint(endpoint, secret)
+
+
+def send_test_event(endpoint_id: str, *, livemode: bool):
+    """Send a `ping` event to the endpoint (delivered like any other event). Commits."""
+    from webhooks import service
+
+    event = service.send_ping(get_endpoint(endpoint_id, livemode=livemode))
+    db.session.commit()
+    return event
+
+
+def normalize_events(enabled_events: list[str]) -> list[str]:
+    """Deduplicated, in the given order; any list naming "*" is just ["*"]."""
+    if ALL_EVENTS in enabled_events:
+        return [ALL_EVENTS]
+    return list(dict.fromkeys(enabled_events))
 
 
 def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
@@ -20,3 +211,31 @@ def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
     if previous_valid:
         secrets.append(crypto.decrypt(endpoint.previous_secret_encrypted))
     return secrets
+
+
+def _check_url(url: str, *, livemode: bool) -> None:
+    settings = current_app.extensions["lango.settings"]
+    try:
+        ssrf.check_url(url, livemode=livemode, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_TARGETS)
+    except ssrf.UnsafeTarget as refused:
+        raise ValidationFailed(
+            f"url: {refused}", param="url", errors={"url": [str(refused)]}
+        ) from None
+
+
+def _check_limit(tenant_id: str) -> None:
+    if _endpoint_limit is None:
+        return
+    try:
+        limit = _endpoint_limit(tenant_id)
+    except LookupError:
+        return
+    if limit is None:
+        return
+    # Both modes count: the plan's allowance is per account, as Stripe's is.
+    count = db.session.scalar(select(func.count()).select_from(WebhookEndpoint))
+    if count >= limit:
+        raise EndpointLimitReached(
+            f"Your plan allows {limit} webhook endpoints; delete one or upgrade the plan.",
+            limit=limit,
+        )

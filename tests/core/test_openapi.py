@@ -108,6 +108,33 @@ def test_every_authenticated_operation_documents_401(spec):
         ("post", "/v1/api-keys", "ApiKeyCreate", "201", "IssuedApiKey"),
         ("delete", "/v1/api-keys/{key_id}", None, "200", "ApiKey"),
         ("post", "/v1/api-keys/{key_id}/roll", "ApiKeyRoll", "201", "IssuedApiKey"),
+        ("post", "/v1/webhook-endpoints", "WebhookEndpointCreate", "201", "IssuedWebhookEndpoint"),
+        ("get", "/v1/webhook-endpoints", None, "200", "WebhookEndpointList"),
+        (
+            "patch",
+            "/v1/webhook-endpoints/{endpoint_id}",
+            "WebhookEndpointUpdate",
+            "200",
+            "WebhookEndpoint",
+        ),
+        ("delete", "/v1/webhook-endpoints/{endpoint_id}", None, "200", "DeletedWebhookEndpoint"),
+        (
+            "post",
+            "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+            "WebhookSecretRotate",
+            "200",
+            "IssuedWebhookEndpoint",
+        ),
+        ("post", "/v1/webhook-endpoints/{endpoint_id}/test", None, "202", "Event"),
+        ("get", "/v1/events", None, "200", "EventList"),
+        ("get", "/v1/events/{event_id}", None, "200", "EventDetail"),
+        (
+            "post",
+            "/v1/events/{event_id}/redeliver",
+            "EventRedeliver",
+            "202",
+            "WebhookDeliveryList",
+        ),
     ],
 )
 def test_signup_and_api_key_operations_document_their_schemas(
