@@ -238,7 +238,7 @@ def _switch_plan(
         update(Tenant).where(Tenant.id == subscription.tenant_id).values(plan=new.code)
     )
     plan_changed.send(subscription, from_plan=current, to_plan=new)
-    # Audit events come in a later issue; until then this line is the record.
+    # compliance audits the change through `plan_changed`; this line is for operators' logs.
     logger.info(
         "billing.plan_changed",
         extra={

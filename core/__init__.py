@@ -54,11 +54,13 @@ def _connect_domain_signals() -> None:
         plan_rate_limit,
         subscribe_new_tenant,
     )
+    from compliance import audit
+    from compliance.fraud import count_cancellation
     from core.events import event_recorded
     from core.ratelimit import use_tenant_limits
     from payments.service import push_finished
-    from tenants.service import tenant_created
-    from webhooks.endpoints import use_endpoint_limits
+    from tenants.service import api_key_changed, tenant_created
+    from webhooks.endpoints import endpoint_changed, use_endpoint_limits
     from webhooks.service import fan_out
 
     tenant_created.connect(subscribe_new_tenant)
@@ -66,9 +68,15 @@ def _connect_domain_signals() -> None:
     # The plan caps webhook endpoints; webhooks asks through this hook, never importing billing.
     use_endpoint_limits(lambda tenant_id: current_subscription(tenant_id)[1].max_webhook_endpoints)
     push_finished.connect(settle_invoice_payment)
+    push_finished.connect(count_cancellation)  # feeds fraud velocity counters
     plan_changed.connect(follow_plan_change)
     # Each event's webhook deliveries are created in the event's own transaction.
     event_recorded.connect(fan_out)
+    # Audited in the change's own transaction: the entry commits, or rolls back, with it.
+    tenant_created.connect(audit.on_tenant_created)
+    plan_changed.connect(audit.on_plan_changed)
+    api_key_changed.connect(audit.on_api_key_changed)
+    endpoint_changed.connect(audit.on_endpoint_changed)
 
 
 def _flask_config(settings: Settings) -> dict:
@@ -85,6 +93,11 @@ def _flask_config(settings: Settings) -> dict:
             "connect_args": {"options": "-c search_path=public", "connect_timeout": 5},
         },
         "MAX_CONTENT_LENGTH": 1024 * 1024,
+        # Session cookies (staff sign-in): never sent over plain HTTP in production, never
+        # readable by scripts, not sent on cross-site subrequests or POSTs.
+        "SESSION_COOKIE_SECURE": not settings.is_development,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
         "API_TITLE": "Lango API",
         "API_VERSION": "v1",
         "OPENAPI_VERSION": "3.0.3",
@@ -99,7 +112,9 @@ def _flask_config(settings: Settings) -> dict:
             },
             "components": {
                 "securitySchemes": {
-                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk_…"}
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk_…"},
+                    # /v1/admin: a staff session cookie after password + TOTP (staff.api).
+                    "staffSession": {"type": "apiKey", "in": "cookie", "name": "session"},
                 }
             },
             "security": [{"bearerAuth": []}],
@@ -136,10 +151,12 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
 def _register_blueprints(app: Flask) -> None:
     """Every blueprint, in one place."""
     from billing.api import invoices, plans, stripe_callbacks, subscription
+    from compliance.api import audit_log
     from core.api import docs_assets
     from core.extensions import api
     from core.health import blp as health
     from payments.api import callbacks, mpesa_credentials, stk_pushes
+    from staff.api import admin_tenants, staff_login, staff_session
     from tenants.api import api_keys, signup, tenant
     from webhooks.api import event_log, webhook_endpoints
 
@@ -158,6 +175,10 @@ def _register_blueprints(app: Flask) -> None:
         stripe_callbacks,
         webhook_endpoints,
         event_log,
+        audit_log,
+        staff_login,
+        staff_session,
+        admin_tenants,
     ):
         api.register_blueprint(blueprint)
 

@@ -401,11 +401,15 @@ def _write_runtime_env(data_dir: Path) -> None:
 
 
 def _register_domain_commands() -> None:
+    from compliance.cli import audit as audit_command
     from payments.cli import sandbox as sandbox_command
+    from staff.cli import staff as staff_command
     from webhooks.cli import queues as queues_command
 
     main.add_command(sandbox_command)
     main.add_command(queues_command)
+    main.add_command(audit_command)
+    main.add_command(staff_command)
 
 
 _register_domain_commands()

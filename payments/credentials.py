@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import DateTime, ForeignKey, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from compliance.audit import AuditAction, record
 from core import crypto
 from core.extensions import db
 from payments.daraja import DarajaCredentials
@@ -42,7 +43,9 @@ def save_credentials(
     passkey: str,
 ) -> MpesaCredentials:
     """Create or replace the tenant's live credentials (encrypted); commits."""
-    row = db.session.get(MpesaCredentials, tenant_id) or MpesaCredentials(tenant_id=tenant_id)
+    row = db.session.get(MpesaCredentials, tenant_id)
+    before = _audited_state(row) if row is not None else None
+    row = row or MpesaCredentials(tenant_id=tenant_id)
     row.shortcode = shortcode
     row.kind = kind
     row.till_number = till_number if kind == "till" else None
@@ -52,8 +55,25 @@ def save_credentials(
     row.consumer_key_last4 = consumer_key[-4:]
     row.updated_at = datetime.now(UTC)
     db.session.add(row)
+    record(
+        AuditAction.MPESA_CREDENTIALS_CHANGED,
+        target_type="mpesa_credentials",
+        target_id=tenant_id,
+        tenant_id=tenant_id,
+        diff={"before": before, "after": _audited_state(row)},
+    )
     db.session.commit()
     return row
+
+
+def _audited_state(row: MpesaCredentials) -> dict:
+    """What an audit diff shows of the credentials: never a secret, only its last digits."""
+    return {
+        "shortcode": row.shortcode,
+        "kind": row.kind,
+        "till_number": row.till_number,
+        "consumer_key_last4": row.consumer_key_last4,
+    }
 
 
 def get_credentials(tenant_id: str) -> MpesaCredentials | None:

@@ -22,6 +22,8 @@ from sqlalchemy import or_, select
 
 from billing.quota import release as release_quota
 from billing.quota import reserve as reserve_quota
+from compliance.audit import AuditAction, record
+from compliance.fraud import Outcome, ScreenedPush, open_review_case, refuse, screen
 from core.errors import LangoError, NotFound, PermissionDenied
 from core.events import record_event
 from core.extensions import db
@@ -80,12 +82,21 @@ def initiate_push(caller: Caller, request: PushRequest) -> StkPush:
     """Create the push (pending) and ask Daraja to prompt the customer.
 
     The pending row is committed before Daraja is called, so a crash at any point leaves a
-    push that the callback or reconciliation can still finish. Raises LivemodeNotEnabled, or
+    push that the callback or reconciliation can still finish. Fraud screening runs first:
+    FraudBlocked (403) leaves no push and no quota used; a `review` outcome opens a review
+    case in the push's own transaction. Raises LivemodeNotEnabled, or
     DarajaUnavailable (after marking the push failed) when Daraja refused it or was surely
     not reached; when Daraja may have acted on it, the push stays pending.
     """
     require_tenant()
     credentials = daraja_credentials(caller.tenant_id, caller.livemode, caller.live_enabled)
+    # Screened before the push row and its quota reservation exist: a blocked push leaves
+    # nothing behind to release, is never billed and never reaches Daraja.
+    decision = screen(
+        caller.tenant_id, ScreenedPush(request.phone_number, request.amount, caller.livemode)
+    )
+    if decision.outcome is Outcome.BLOCK:
+        raise refuse(decision)
     token = callback_token(caller.tenant_id)
     now = datetime.now(UTC)
     push = StkPush(
@@ -105,6 +116,21 @@ def initiate_push(caller: Caller, request: PushRequest) -> StkPush:
     db.session.flush()
     # Counted in the same transaction as the push row: both exist, or neither.
     reserve_quota(caller.tenant_id, caller.livemode, push.id)
+    record(
+        AuditAction.STK_PUSH_INITIATED,
+        target_type="stk_push",
+        target_id=push.id,
+        tenant_id=caller.tenant_id,
+        diff={
+            "after": {
+                "amount": push.amount,
+                "phone_number": mask_phone(push.phone_number),
+                "livemode": push.livemode,
+            }
+        },
+    )
+    if decision.outcome is Outcome.REVIEW:
+        open_review_case(caller.tenant_id, push.id, decision.rule_id)  # the push goes ahead
     db.session.commit()
     logger.info(
         "stk push created",

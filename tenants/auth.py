@@ -16,8 +16,13 @@ from tenants.service import Caller, authenticate
 
 
 @login_manager.user_loader
-def load_member(member_id: str) -> Member | None:
-    """Flask-Login's session user: a tenant member (the dashboard signs them in)."""
+def load_member(member_id: str):
+    """Flask-Login's session user: a tenant member (the dashboard signs them in), or a staff
+    user, whose session ids are `staff:<id>:<nonce>` (staff.models.StaffUser.get_id)."""
+    if member_id.startswith("staff:"):
+        from staff.service import load_session_user
+
+        return load_session_user(member_id)
     return db.session.get(Member, member_id)
 
 

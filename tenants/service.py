@@ -28,6 +28,10 @@ DEFAULT_PLAN = "sandbox"
 # Stripe too, which may charge a card — and may refuse, rolling the whole sign-up back.
 # A signal keeps tenants free of billing imports: billing depends on tenants, not the reverse.
 tenant_created = Namespace().signal("tenant-created")
+# Sent in the key's transaction, before it commits, with `change` ("created", "revoked",
+# "rolled"; a roll also sends `replacement`): compliance audits it (it may not be imported
+# here, so it listens instead; a receiver that raises rolls the change back).
+api_key_changed = Namespace().signal("api-key-changed")
 MAX_ROLL_GRACE = timedelta(hours=24)
 # How stale `last_used_at` may get: one write per key per minute, not one per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -148,6 +152,8 @@ def get_tenant(tenant_id: str) -> Tenant:
 
 def create_api_key(tenant_id: str, *, livemode: bool, name: str) -> IssuedKey:
     issued = _new_key(tenant_id, livemode=livemode, name=name)
+    db.session.flush()
+    api_key_changed.send(issued.key, change="created")
     db.session.commit()
     return issued
 
@@ -166,6 +172,7 @@ def list_api_keys(tenant_id: str, *, livemode: bool, limit: int, **cursor) -> di
 def revoke_api_key(tenant_id: str, key_id: str, *, livemode: bool) -> ApiKey:
     key = _own_key(tenant_id, key_id, livemode)
     key.revoked_at = datetime.now(UTC)
+    api_key_changed.send(key, change="revoked")
     db.session.commit()
     return key
 
@@ -184,6 +191,8 @@ def roll_api_key(
     else:
         old.revoked_at = now
     old.rolled_into_id = issued.key.id
+    db.session.flush()
+    api_key_changed.send(old, change="rolled", replacement=issued.key)
     db.session.commit()
     return issued
 

@@ -167,7 +167,16 @@ def _drop_everything(db) -> None:
     with db.engine.begin() as connection:
         connection.exec_driver_sql(
             "TRUNCATE public.api_keys, public.members, public.tenants, public.usage_counters, "
-            "public.stripe_events CASCADE"
+            "public.stripe_events, public.fraud_review_cases, public.phone_blocklist CASCADE"
+        )
+        connection.exec_driver_sql("TRUNCATE public.staff_users CASCADE")
+        # The audit log refuses TRUNCATE by trigger; tests may empty it with the trigger off.
+        connection.exec_driver_sql(
+            "ALTER TABLE public.audit_log DISABLE TRIGGER audit_log_no_truncate"
+        )
+        connection.exec_driver_sql("TRUNCATE public.audit_log")
+        connection.exec_driver_sql(
+            "ALTER TABLE public.audit_log ENABLE TRIGGER audit_log_no_truncate"
         )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from blinker import Namespace
 from flask import current_app
 from sqlalchemy import func, select, text, update
 
@@ -43,6 +44,23 @@ def use_endpoint_limits(resolver: Callable[[str], int | None]) -> None:
     """Have the per-tenant endpoint limit come from `resolver(tenant_id)`."""
     global _endpoint_limit
     _endpoint_limit = resolver
+
+
+# Sent in the endpoint's transaction, before it commits, with `change` ("created", "updated",
+# "deleted"), `tenant_id` and the `before`/`after` settings: compliance audits it (webhooks
+# never imports compliance; a receiver that raises rolls the change back).
+endpoint_changed = Namespace().signal("webhook-endpoint-changed")
+
+
+def audited_state(endpoint: WebhookEndpoint) -> dict:
+    """The settings an audit diff shows (never the secret)."""
+    return {
+        "url": endpoint.url,
+        "enabled_events": list(endpoint.enabled_events),
+        "description": endpoint.description,
+        "enabled": endpoint.enabled,
+        "livemode": endpoint.livemode,
+    }
 
 
 class EndpointLimitReached(PermissionDenied):
@@ -94,6 +112,10 @@ def create_endpoint(
         updated_at=now,
     )
     db.session.add(endpoint)
+    db.session.flush()
+    endpoint_changed.send(
+        endpoint, change="created", tenant_id=tenant_id, after=audited_state(endpoint)
+    )
     db.session.commit()
     return IssuedEndpoint(endpoint, secret)
 
@@ -120,6 +142,7 @@ def update_endpoint(endpoint_id: str, *, livemode: bool, **changes) -> WebhookEn
     "manual"; re-enabling a disabled endpoint forgets its failure run and redelivers what it
     missed meanwhile. Commits."""
     endpoint = get_endpoint(endpoint_id, livemode=livemode, for_update=True)
+    before = audited_state(endpoint)
     if "url" in changes:
         _check_url(changes["url"], livemode=livemode)
         endpoint.url = changes["url"]
@@ -144,6 +167,13 @@ def update_endpoint(endpoint_id: str, *, livemode: bool, **changes) -> WebhookEn
 
         # Same transaction: the endpoint is enabled by the time the replayed jobs run.
         service.redeliver_missed(endpoint, since=missed_since)
+    endpoint_changed.send(
+        endpoint,
+        change="updated",
+        tenant_id=require_tenant().tenant_id,
+        before=before,
+        after=audited_state(endpoint),
+    )
     db.session.commit()
     return endpoint
 
@@ -161,6 +191,12 @@ def delete_endpoint(endpoint_id: str, *, livemode: bool) -> WebhookEndpoint:
         .values(status=DeliveryStatus.FAILED, next_attempt_at=None)
     )
     db.session.delete(endpoint)
+    endpoint_changed.send(
+        endpoint,
+        change="deleted",
+        tenant_id=require_tenant().tenant_id,
+        before=audited_state(endpoint),
+    )
     db.session.commit()
     return endpoint
 

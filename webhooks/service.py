@@ -236,7 +236,10 @@ def _claim(tenant_id: str, delivery_id: str) -> _Claim | str:
         db.session.commit()
         return "failed"
     in_flight = settings.WEBHOOK_TIMEOUT_SECONDS * IN_FLIGHT_TIMEOUTS
-    slot = _acquire_slot(tenant_id, endpoint.id, in_flight, settings.WEBHOOK_ENDPOINT_CONCURRENCY)
+    # An endpoint that is failing (often: hanging until the timeout) gets one slot, so it
+    # can hold at most one worker while healthy endpoints keep the rest.
+    limit = 1 if endpoint.failing_since is not None else settings.WEBHOOK_ENDPOINT_CONCURRENCY
+    slot = _acquire_slot(tenant_id, endpoint.id, in_flight, limit)
     if slot is None:
         # The endpoint is full: come back shortly rather than wait here holding a worker.
         delay = BUSY_RETRY_SECONDS * random.uniform(1.0, 1.5)

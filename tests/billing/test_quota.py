@@ -102,7 +102,32 @@ def test_concurrent_pushes_never_exceed_the_hard_cap(platform, app, tenant, capp
     assert outbound.count("/mpesa/stkpush/v1/processrequest") == 50
 
 
-def test_pushes_daraja_refuses_are_released(platform, app, tenant, capped_plan):
+@pytest.fixture
+def without_velocity_rule(app):
+    """The default fraud rule blocks a 5th push to one phone in 10 minutes; this test needs
+    60 pushes to the sandbox's one refusing number to reach Daraja."""
+    from compliance.fraud import invalidate_rules
+
+    def toggle(enabled: bool) -> None:
+        with app.app_context():
+            db.session.execute(
+                text(
+                    "UPDATE public.fraud_rules SET enabled = :on "
+                    "WHERE id = 'frule_phone_velocity_10m'"
+                ),
+                {"on": enabled},
+            )
+            db.session.commit()
+        invalidate_rules()
+
+    toggle(False)
+    yield
+    toggle(True)
+
+
+def test_pushes_daraja_refuses_are_released(
+    platform, app, tenant, capped_plan, without_velocity_rule
+):
     _cap_test_allowance(app, tenant.id, allowance=50, used=0)
     refused = [push_body("254700001001") for _ in range(60)]
 

@@ -20,7 +20,12 @@ PUBLIC_OPERATIONS = {
     ("post", "/callbacks/mpesa/stk/{token}"),
     ("post", "/callbacks/stripe"),
     ("get", "/v1/plans"),
+    # Staff login's two steps (password, then TOTP): they start the session.
+    ("post", "/v1/admin/login"),
+    ("post", "/v1/admin/login/totp"),
 }
+# /v1/admin takes no API key: a staff session cookie (password + TOTP), checked by staff.api.
+STAFF_PREFIX = "/v1/admin"
 
 
 @pytest.fixture
@@ -80,7 +85,8 @@ def test_every_operation_but_the_listed_public_ones_requires_bearer_auth(spec):
     assert {("post", "/v1/signup"), ("get", "/healthz"), ("get", "/readyz")} <= public
     for key, operation in operations.items():
         if key not in PUBLIC_OPERATIONS:
-            assert _security(spec, operation) == [{"bearerAuth": []}], key
+            expected = "staffSession" if key[1].startswith(STAFF_PREFIX) else "bearerAuth"
+            assert _security(spec, operation) == [{expected: []}], key
 
 
 def test_documented_security_matches_what_the_app_enforces(app, spec):
@@ -88,7 +94,9 @@ def test_documented_security_matches_what_the_app_enforces(app, spec):
     for key, rule in _served_routes(app).items():
         blueprint = app.blueprints[rule.endpoint.split(".", 1)[0]]
         requires_key = getattr(blueprint, "authenticated", False)
-        assert bool(_security(spec, operations[key])) == requires_key, key
+        # staff.api.require_staff marks the blueprints it guards with `staff_roles`.
+        requires_staff = hasattr(blueprint, "staff_roles")
+        assert bool(_security(spec, operations[key])) == (requires_key or requires_staff), key
 
 
 def test_every_authenticated_operation_documents_401(spec):

@@ -1,0 +1,1 @@
+"""Compliance: the audit log, fraud screening and review, KYC records."""

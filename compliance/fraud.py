@@ -1,0 +1,264 @@
+"""Fraud screening: rules as data, a per-tenant phone blocklist, review cases.
+
+`screen` runs before a push is created (so a blocked push reserves no quota and never
+reaches Daraja): the tenant's blocklist first, then the enabled rules in position order,
+first match wins (like Stripe Radar); no match allows. Rules are `rule-engine` expressions
+over the attributes in ATTRIBUTE_TYPES, compiled once per expression text and re-read from
+public.fraud_rules at most every RULES_CACHE_SECONDS, so an edited rule applies to pushes
+screened after that (or at once after `invalidate_rules()`).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import rule_engine
+from flask import current_app
+from sqlalchemy import Boolean, DateTime, Integer, String, Text, func, select, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from compliance import velocity
+from core.errors import PermissionDenied
+from core.extensions import db
+from core.ids import new_id
+
+logger = logging.getLogger("lango.compliance.fraud")
+RULES_CACHE_SECONDS = 2.0
+
+
+class Outcome(enum.StrEnum):
+    ALLOW = "allow"
+    REVIEW = "review"
+    BLOCK = "block"
+
+
+class ReviewStatus(enum.StrEnum):
+    OPEN = "open"
+    LEGITIMATE = "legitimate"
+    FRAUDULENT = "fraudulent"
+
+
+class FraudRule(db.Model):
+    __tablename__ = "fraud_rules"
+    __table_args__ = {"schema": "public"}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    expression: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(10))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class FraudReviewCase(db.Model):
+    __tablename__ = "fraud_review_cases"
+    __table_args__ = {"schema": "public"}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    stk_push_id: Mapped[str] = mapped_column(String(40), unique=True)
+    rule_id: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), default=ReviewStatus.OPEN.value)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    notes: Mapped[str] = mapped_column(Text, default="")
+
+
+class BlockedPhone(db.Model):
+    __tablename__ = "phone_blocklist"
+    __table_args__ = {"schema": "public"}
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(12), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class FraudBlocked(PermissionDenied):
+    code = "fraud_blocked"
+    message = "This push was blocked by fraud screening; nothing was charged."
+
+
+# What a rule may name. Velocity counters include the push being screened.
+ATTRIBUTE_TYPES = {
+    "amount": rule_engine.DataType.FLOAT,  # KES
+    "phone": rule_engine.DataType.STRING,  # 2547XXXXXXXX
+    "tenant_age_days": rule_engine.DataType.FLOAT,  # fractional days since signup
+    "plan": rule_engine.DataType.STRING,  # current plan code
+    "livemode": rule_engine.DataType.BOOLEAN,
+    "hour_eat": rule_engine.DataType.FLOAT,  # 0..23, Africa/Nairobi
+    "phone_pushes_10m": rule_engine.DataType.FLOAT,
+    "phone_pushes_1h": rule_engine.DataType.FLOAT,
+    "phone_tenants_24h": rule_engine.DataType.FLOAT,  # distinct tenants, rolling 24 h
+    "phone_cancellations_1h": rule_engine.DataType.FLOAT,  # customer-cancelled pushes
+    "tenant_volume_today": rule_engine.DataType.FLOAT,  # KES requested today (EAT)
+    "tenant_avg_daily_7d": rule_engine.DataType.FLOAT,  # mean of the 7 days before today
+}
+_CONTEXT = rule_engine.Context(type_resolver=rule_engine.type_resolver_from_dict(ATTRIBUTE_TYPES))
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    rule_id: str | None = None  # the matching rule; None when allowed by default
+    blocklisted: bool = False
+
+
+@dataclass(frozen=True)
+class ScreenedPush:
+    phone: str
+    amount: int
+    livemode: bool
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    id: str
+    outcome: Outcome
+    rule: rule_engine.Rule
+
+
+@functools.lru_cache(maxsize=512)
+def compile_expression(expression: str) -> rule_engine.Rule:
+    """Raises rule_engine.EngineError for a bad expression or an unknown attribute."""
+    return rule_engine.Rule(expression, context=_CONTEXT)
+
+
+_cache_lock = threading.Lock()
+_cached_rules: tuple[float, tuple[CompiledRule, ...]] | None = None
+
+
+def invalidate_rules() -> None:
+    """Make the next screening re-read the rules (call after editing them)."""
+    global _cached_rules
+    _cached_rules = None
+
+
+def active_rules() -> tuple[CompiledRule, ...]:
+    """Enabled rules in match order, at most RULES_CACHE_SECONDS old. A rule whose expression
+    does not compile is skipped and logged (by id), never allowed to stop every push."""
+    global _cached_rules
+    cached = _cached_rules
+    if cached is not None and time.monotonic() - cached[0] < RULES_CACHE_SECONDS:
+        return cached[1]
+    with _cache_lock:
+        cached = _cached_rules
+        if cached is not None and time.monotonic() - cached[0] < RULES_CACHE_SECONDS:
+            return cached[1]
+        rows = db.session.execute(
+            select(FraudRule.id, FraudRule.expression, FraudRule.outcome)
+            .where(FraudRule.enabled.is_(True))
+            .order_by(FraudRule.position, FraudRule.id)
+        ).all()
+        compiled = []
+        for rule_id, expression, outcome in rows:
+            try:
+                compiled.append(
+                    CompiledRule(rule_id, Outcome(outcome), compile_expression(expression))
+                )
+            except (rule_engine.EngineError, ValueError):
+                logger.error("fraud rule does not compile; skipped", extra={"rule_id": rule_id})
+        _cached_rules = (time.monotonic(), tuple(compiled))
+        return _cached_rules[1]
+
+
+def decide(rules: tuple[CompiledRule, ...], attributes: dict) -> Decision:
+    """First matching rule wins; none matching allows."""
+    for compiled in rules:
+        try:
+            matched = compiled.rule.matches(attributes)
+        except rule_engine.EngineError:
+            logger.error("fraud rule failed to evaluate; skipped", extra={"rule_id": compiled.id})
+            continue
+        if matched:
+            return Decision(compiled.outcome, compiled.id)
+    return Decision(Outcome.ALLOW)
+
+
+def screen(tenant_id: str, push: ScreenedPush, now: datetime | None = None) -> Decision:
+    """Screen one push attempt for `tenant_id`: blocklisted phone → block; else the first
+    matching rule's outcome; else allow. Counts the attempt in the velocity counters (one
+    Redis round trip) unless the phone is blocklisted. Never writes to the database."""
+    now = now or datetime.now(UTC)
+    created_at, plan, blocklisted = db.session.execute(
+        text(
+            "SELECT t.created_at, COALESCE(s.plan_code, t.plan), EXISTS ("
+            "  SELECT 1 FROM public.phone_blocklist b"
+            "  WHERE b.tenant_id = t.id AND b.phone = :phone)"
+            " FROM public.tenants t LEFT JOIN public.subscriptions s ON s.tenant_id = t.id"
+            " WHERE t.id = :tenant_id"
+        ),
+        {"tenant_id": tenant_id, "phone": push.phone},
+    ).one()
+    if blocklisted:
+        return Decision(Outcome.BLOCK, blocklisted=True)
+    counters = velocity.record_attempt(
+        current_app.extensions["lango.redis"],
+        attempt_id=new_id("att"),
+        tenant_id=tenant_id,
+        phone=push.phone,
+        amount=push.amount,
+        livemode=push.livemode,
+        now=now,
+    )
+    attributes = {
+        "amount": push.amount,
+        "phone": push.phone,
+        "tenant_age_days": (now - created_at).total_seconds() / 86400,
+        "plan": plan,
+        "livemode": push.livemode,
+        "hour_eat": now.astimezone(velocity.EAT).hour,
+        **counters.__dict__,
+    }
+    return decide(active_rules(), attributes)
+
+
+def refuse(decision: Decision) -> FraudBlocked:
+    """The error for a blocked push: names the rule (or the blocklist), never its text."""
+    if decision.blocklisted:
+        return FraudBlocked(
+            "This phone number is on your blocklist; nothing was charged.",
+            rule_id=None,
+            blocked_by="blocklist",
+        )
+    return FraudBlocked(rule_id=decision.rule_id, blocked_by="rule")
+
+
+def open_review_case(tenant_id: str, stk_push_id: str, rule_id: str) -> FraudReviewCase:
+    """Add an open review case to the caller's transaction (committed with the push)."""
+    case = FraudReviewCase(
+        id=new_id("frc"),
+        tenant_id=tenant_id,
+        stk_push_id=stk_push_id,
+        rule_id=rule_id,
+        status=ReviewStatus.OPEN.value,
+        created_at=datetime.now(UTC),
+        notes="",
+    )
+    db.session.add(case)
+    return case
+
+
+def count_cancellation(push, tenant_id: str, **_) -> None:
+    """Receiver of payments' `push_finished`: a push the customer cancelled feeds the
+    `phone_cancellations_1h` counter (idempotent per push)."""
+    from payments.models import PushStatus
+
+    if push.status is not PushStatus.CANCELLED:
+        return
+    velocity.record_cancellation(
+        current_app.extensions["lango.redis"],
+        push_id=push.id,
+        phone=push.phone_number,
+        livemode=push.livemode,
+        now=datetime.now(UTC),
+    )

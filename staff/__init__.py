@@ -1,0 +1,1 @@
+"""Platform staff: accounts with password + TOTP login, and the `/v1/admin` console API."""

@@ -1,0 +1,273 @@
+"""Staff accounts and their two-step login: password, then a TOTP code or a recovery code.
+
+The bar is Warehouse's: a TOTP code is accepted once (the last accepted 30 s step is stored
+and only a later step passes), ±1 step of drift, a code that matches a step further away
+(±10) is reported as a wrong clock, failures lock the account for a growing time, recovery
+codes are stored hashed and are single-use. Plain functions; no HTTP here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+
+from core.crypto import decrypt, encrypt
+from core.errors import AuthenticationFailed, Conflict, RateLimited, ValidationFailed
+from core.extensions import db
+from core.ids import new_id
+from staff.models import SESSION_ID_PREFIX, StaffRole, StaffUser
+
+logger = logging.getLogger("lango.staff")
+
+TOTP_INTERVAL = 30
+TOTP_DRIFT_STEPS = 1
+# A code matching a step this far off is a wrong clock on the phone, not a guess.
+TOTP_SKEW_STEPS = 10
+RECOVERY_CODE_COUNT = 10
+# Failures before the first lockout, its length, and the cap: 5 → 1 min, each further
+# failure doubles it (10 → 32 min), up to a day.
+LOCKOUT_AFTER = 5
+LOCKOUT_FIRST_SECONDS = 60
+LOCKOUT_MAX_SECONDS = 24 * 3600
+ISSUER = "Lango"
+
+_password_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+# Verified when the email is unknown, so the answer takes as long as for a known one.
+_DUMMY_HASH = _password_hasher.hash(secrets.token_hex(16))
+_RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+
+
+def clock() -> float:
+    """Seconds since the epoch; tests replace it to move through TOTP steps."""
+    return time.time()
+
+
+class StaffAuthFailed(AuthenticationFailed):
+    code = "staff_credentials_invalid"
+    message = "Wrong email or password."
+
+
+class AccountLocked(RateLimited):
+    code = "account_locked"
+    message = "Too many failed attempts; this account is locked for a while."
+
+
+class StaffExists(Conflict):
+    code = "staff_exists"
+    message = "A staff user with this email already exists."
+
+
+@dataclass(frozen=True)
+class ProvisionedStaff:
+    """A staff user as created: the only moment the TOTP secret and recovery codes are shown."""
+
+    staff: StaffUser
+    provisioning_uri: str
+    recovery_codes: list[str]
+
+
+def create_staff(email: str, name: str, password: str, roles: list[str]) -> ProvisionedStaff:
+    """Create a staff user with a fresh TOTP secret and recovery codes (commits)."""
+    roles = sorted({StaffRole(role).value for role in roles})
+    if not roles:
+        raise ValidationFailed("A staff user needs at least one role.", param="roles")
+    if len(password) < 12:
+        raise ValidationFailed("Staff passwords have at least 12 characters.", param="password")
+    email = email.strip().lower()
+    if db.session.scalar(select(StaffUser.id).where(StaffUser.email == email)):
+        raise StaffExists()
+    secret = pyotp.random_base32()
+    codes = [_new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
+    staff = StaffUser(
+        id=new_id("stf"),
+        email=email,
+        name=name,
+        password_hash=_password_hasher.hash(password),
+        roles=roles,
+        totp_secret=encrypt(secret),
+        failed_attempts=0,
+        recovery_code_hashes=[_hash_code(code) for code in codes],
+    )
+    db.session.add(staff)
+    db.session.commit()
+    uri = pyotp.TOTP(secret, interval=TOTP_INTERVAL).provisioning_uri(
+        name=email, issuer_name=ISSUER
+    )
+    return ProvisionedStaff(staff, uri, codes)
+
+
+def check_password(email: str, password: str) -> StaffUser:
+    """Step one. Returns the staff user whose password this is; raises StaffAuthFailed or
+    AccountLocked (checked first, so a locked account's password cannot be probed).
+    A wrong password counts towards the lockout like a wrong code."""
+    staff = db.session.scalar(
+        select(StaffUser).where(StaffUser.email == email.strip().lower()).with_for_update()
+    )
+    if staff is None:
+        _verify_hash(_DUMMY_HASH, password)
+        db.session.rollback()
+        _log("staff.login_failed", None, "unknown_email")
+        raise StaffAuthFailed()
+    _refuse_if_locked(staff)
+    if not _verify_hash(staff.password_hash, password):
+        _fail(staff, "password")
+        raise StaffAuthFailed()
+    staff_id = staff.id
+    db.session.commit()
+    return db.session.get(StaffUser, staff_id)
+
+
+def verify_second_factor(
+    staff_id: str, *, code: str | None = None, recovery_code: str | None = None
+) -> StaffUser:
+    """Step two: a TOTP code (once per step, ±1 step) or an unused recovery code (consumed).
+    On success resets the failure count, rotates the session nonce and commits; on failure
+    counts it and raises StaffAuthFailed (codes `totp_invalid`, `totp_reused`,
+    `totp_clock_skew`, `recovery_code_invalid`) or AccountLocked. Attempts for one user
+    are serialised by a row lock, so a code cannot be accepted twice by racing requests."""
+    staff = db.session.scalar(select(StaffUser).where(StaffUser.id == staff_id).with_for_update())
+    if staff is None:
+        db.session.rollback()
+        raise StaffAuthFailed("Sign in again.", code="staff_login_required")
+    _refuse_if_locked(staff)
+    if recovery_code is not None:
+        _use_recovery_code(staff, recovery_code)
+    else:
+        _use_totp(staff, code or "")
+    staff.failed_attempts = 0
+    staff.locked_until = None
+    staff.session_nonce = secrets.token_urlsafe(24)
+    staff.last_login_at = datetime.now(UTC)
+    db.session.commit()
+    _log("staff.login_succeeded", staff.id, "recovery_code" if recovery_code else "totp")
+    return staff
+
+
+def load_session_user(session_id: str) -> StaffUser | None:
+    """Flask-Login's loader for `staff:<id>:<nonce>`: the user, if that nonce is current."""
+    staff_id, _, nonce = session_id.removeprefix(SESSION_ID_PREFIX).partition(":")
+    staff = db.session.get(StaffUser, staff_id)
+    if staff is None or not staff.session_nonce or not nonce:
+        return None
+    return staff if hmac.compare_digest(staff.session_nonce, nonce) else None
+
+
+def end_session(staff_id: str) -> None:
+    """Logout: clear the nonce, so the session cookie (even a copy) no longer signs in."""
+    db.session.execute(update(StaffUser).where(StaffUser.id == staff_id).values(session_nonce=None))
+    db.session.commit()
+    _log("staff.logout", staff_id, None)
+
+
+def _use_totp(staff: StaffUser, code: str) -> None:
+    code = code.strip().replace(" ", "")
+    if not (len(code) == 6 and code.isdigit()):
+        _fail(staff, "totp_invalid")
+        raise StaffAuthFailed("That is not a 6-digit code.", code="totp_invalid")
+    totp = pyotp.TOTP(decrypt(staff.totp_secret), interval=TOTP_INTERVAL)
+    current = int(clock() // TOTP_INTERVAL)
+    step = _matching_step(totp, code, current, TOTP_DRIFT_STEPS)
+    if step is None:
+        if _matching_step(totp, code, current, TOTP_SKEW_STEPS) is not None:
+            _fail(staff, "totp_clock_skew")
+            raise StaffAuthFailed(
+                "That code is for another time: set your phone's clock automatically.",
+                code="totp_clock_skew",
+            )
+        _fail(staff, "totp_invalid")
+        raise StaffAuthFailed("Wrong code.", code="totp_invalid")
+    if staff.last_totp_step is not None and step <= staff.last_totp_step:
+        _fail(staff, "totp_reused")
+        raise StaffAuthFailed(
+            "That code was already used; wait for the next one.", code="totp_reused"
+        )
+    staff.last_totp_step = step
+
+
+def _matching_step(totp: pyotp.TOTP, code: str, current: int, window: int) -> int | None:
+    for offset in sorted(range(-window, window + 1), key=abs):
+        if hmac.compare_digest(totp.generate_otp(current + offset), code):
+            return current + offset
+    return None
+
+
+def _use_recovery_code(staff: StaffUser, recovery_code: str) -> None:
+    digest = _hash_code(recovery_code)
+    if not any(hmac.compare_digest(digest, stored) for stored in staff.recovery_code_hashes):
+        _fail(staff, "recovery_code_invalid")
+        raise StaffAuthFailed("Wrong or used recovery code.", code="recovery_code_invalid")
+    staff.recovery_code_hashes = [h for h in staff.recovery_code_hashes if h != digest]
+    logger.warning(
+        "staff.recovery_code_used",
+        extra={"staff_id": staff.id, "remaining": len(staff.recovery_code_hashes)},
+    )
+
+
+def _refuse_if_locked(staff: StaffUser) -> None:
+    now = clock()
+    if staff.locked_until is not None and staff.locked_until.timestamp() > now:
+        retry_after = int(staff.locked_until.timestamp() - now) + 1
+        db.session.rollback()
+        raise AccountLocked(
+            f"Too many failed attempts; try again in {retry_after} seconds.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+def _fail(staff: StaffUser, reason: str) -> None:
+    """Count a failure (committing it: the caller raises next) and lock when due."""
+    failures = (staff.failed_attempts or 0) + 1
+    staff.failed_attempts = failures
+    if failures >= LOCKOUT_AFTER:
+        seconds = min(LOCKOUT_FIRST_SECONDS * 2 ** (failures - LOCKOUT_AFTER), LOCKOUT_MAX_SECONDS)
+        staff.locked_until = datetime.fromtimestamp(clock() + seconds, UTC)
+    staff_id = staff.id
+    db.session.commit()
+    _log("staff.login_failed", staff_id, reason, failures=failures)
+
+
+def _log(event: str, staff_id: str | None, reason: str | None, **extra) -> None:
+    # Every auth outcome is logged (Warehouse keeps metrics on each); the audit log will
+    # take these once compliance.audit lands.
+    logger.info(event, extra={"staff_id": staff_id, "reason": reason, **extra})
+
+
+def _verify_hash(password_hash: str, password: str) -> bool:
+    try:
+        return _password_hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _new_recovery_code() -> str:
+    # 16 characters from 31 ≈ 79 random bits: a fast hash is then safe, as for API keys.
+    raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(16))
+    return "-".join(raw[i : i + 4] for i in range(0, 16, 4))
+
+
+def _hash_code(code: str) -> str:
+    normalized = code.strip().lower().replace("-", "").replace(" ", "")
+    return hashlib.sha256(normalized.encode()).hexdigest()
+
+
+__all__ = [
+    "AccountLocked",
+    "ProvisionedStaff",
+    "StaffAuthFailed",
+    "check_password",
+    "clock",
+    "create_staff",
+    "end_session",
+    "load_session_user",
+    "verify_second_factor",
+]
