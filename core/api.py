@@ -4,7 +4,7 @@ pagination, and the offline Swagger UI at /docs."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 
 import flask_smorest
 import swagger_ui_bundle
@@ -195,7 +195,3 @@ docs_assets = FlaskBlueprint("docs_assets", __name__)
 def swagger_asset(filename: str):
     # Swagger UI served from the installed package, so /docs works with no internet.
     return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename, max_age=86400)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

@@ -256,6 +256,10 @@ def scheduler() -> None:
 
     # Re-enqueues deliveries whose job was lost (Redis flushed, worker killed): no loss.
     cron.register(sweep_due_deliveries, queue_name="webhooks", interval=30, job_timeout=300)
+    from tenants.jobs import purge_idempotency_keys
+
+    # Idempotency-Keys are kept 24 h, then dropped so the table stays small.
+    cron.register(purge_idempotency_keys, queue_name="default", interval=3600, job_timeout=600)
     cron.start()
 
 

@@ -2,7 +2,7 @@
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from core.api import ListQuerySchema, UtcDateTime, list_schema
+from core.api import UtcDateTime, list_schema
 
 # A few of the passwords every credential-stuffing list starts with.
 _COMMON_PASSWORDS = {
@@ -116,4 +116,3 @@ class ApiKeyRollSchema(Schema):
 
 
 ApiKeyListSchema = list_schema(ApiKeySchema, "ApiKeyList")
-ApiKeyListQuerySchema = ListQuerySchema
