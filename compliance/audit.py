@@ -49,6 +49,7 @@ class AuditAction(enum.StrEnum):
     STAFF_LOGIN_SUCCEEDED = "staff.login_succeeded"
     STAFF_LOGIN_FAILED = "staff.login_failed"
     FRAUD_RULE_CHANGED = "fraud_rule.changed"
+    FRAUD_CASE_RESOLVED = "fraud_case.resolved"
     PHONE_REVEALED = "phone.revealed"
 
 

@@ -1,10 +1,12 @@
-"""Marshmallow schemas for compliance's API: the audit log (fraud and KYC add theirs)."""
+"""Marshmallow schemas for compliance's API: the audit log (tenants' and staff's), fraud
+rules and review cases (KYC adds its own)."""
 
 from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from compliance.audit import AuditAction
+from compliance.audit import ActorType, AuditAction
+from compliance.fraud import Outcome, ReviewStatus
 from core.api import ListQuerySchema, UtcDateTime, list_schema
 
 
@@ -43,3 +45,92 @@ class AuditLogQuerySchema(ListQuerySchema):
     action = fields.String(validate=validate.OneOf([action.value for action in AuditAction]))
     occurred_gte = fields.AwareDateTime(default_timezone=None)
     occurred_lte = fields.AwareDateTime(default_timezone=None)
+
+
+# --- /v1/admin: the compliance console ------------------------------------------------------
+
+
+class AdminAuditEntrySchema(AuditEntrySchema):
+    tenant_id = fields.String(allow_none=True)
+    seq = fields.Integer()
+
+
+AdminAuditEntryListSchema = list_schema(AdminAuditEntrySchema, "AdminAuditEntryList")
+
+
+class AdminAuditExportQuerySchema(Schema):
+    tenant_id = fields.String()
+    actor_type = fields.String(validate=validate.OneOf([actor.value for actor in ActorType]))
+    actor_id = fields.String()
+    action = fields.String(validate=validate.OneOf([action.value for action in AuditAction]))
+    occurred_gte = fields.AwareDateTime(default_timezone=None)
+    occurred_lte = fields.AwareDateTime(default_timezone=None)
+
+
+class AdminAuditQuerySchema(ListQuerySchema, AdminAuditExportQuerySchema):
+    pass
+
+
+_OUTCOMES = validate.OneOf([outcome.value for outcome in Outcome])
+
+
+class FraudRuleSchema(Schema):
+    id = fields.String(dump_only=True, metadata={"example": "frule_01j..."})
+    object = fields.Constant("fraud_rule")
+    position = fields.Integer(metadata={"description": "Rules match in ascending position"})
+    expression = fields.String(metadata={"example": "phone_pushes_10m >= 5"})
+    outcome = fields.String(metadata={"example": "block"})
+    description = fields.String()
+    enabled = fields.Boolean()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class FraudRuleListSchema(Schema):
+    object = fields.Constant("list")
+    data = fields.List(fields.Nested(FraudRuleSchema))
+
+
+class FraudRuleCreateSchema(Schema):
+    expression = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    outcome = fields.String(required=True, validate=_OUTCOMES)
+    description = fields.String(load_default="", validate=validate.Length(max=255))
+    position = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+class FraudRuleUpdateSchema(Schema):
+    expression = fields.String(validate=validate.Length(min=1, max=2000))
+    outcome = fields.String(validate=_OUTCOMES)
+    description = fields.String(validate=validate.Length(max=255))
+    position = fields.Integer(validate=validate.Range(min=0))
+    enabled = fields.Boolean()
+
+
+class FraudCaseSchema(Schema):
+    id = fields.String(metadata={"example": "frc_01j..."})
+    object = fields.Constant("fraud_review_case")
+    tenant_id = fields.String()
+    stk_push_id = fields.String()
+    rule_id = fields.String()
+    status = fields.String(metadata={"example": "open"})
+    notes = fields.String()
+    created_at = UtcDateTime()
+
+
+FraudCaseListSchema = list_schema(FraudCaseSchema, "FraudCaseList")
+
+
+class FraudCaseQuerySchema(ListQuerySchema):
+    status = fields.String(validate=validate.OneOf([status.value for status in ReviewStatus]))
+
+
+class ResolveFraudCaseSchema(Schema):
+    resolution = fields.String(
+        required=True,
+        validate=validate.OneOf([ReviewStatus.LEGITIMATE.value, ReviewStatus.FRAUDULENT.value]),
+    )
+    note = fields.String(load_default="", validate=validate.Length(max=2000))
+    block_phone = fields.Boolean(
+        load_default=False,
+        metadata={"description": "With `fraudulent`: add the phone to the tenant's blocklist"},
+    )

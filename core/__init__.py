@@ -151,7 +151,8 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
 def _register_blueprints(app: Flask) -> None:
     """Every blueprint, in one place."""
     from billing.api import invoices, plans, stripe_callbacks, subscription
-    from compliance.api import audit_log
+    from compliance.api import admin_audit_log, admin_fraud, audit_log
+    from compliance.kyc_api import admin_kyc, kyc_records
     from core.api import docs_assets
     from core.extensions import api
     from core.health import blp as health
@@ -179,6 +180,10 @@ def _register_blueprints(app: Flask) -> None:
         staff_login,
         staff_session,
         admin_tenants,
+        kyc_records,
+        admin_kyc,
+        admin_audit_log,
+        admin_fraud,
     ):
         api.register_blueprint(blueprint)
 

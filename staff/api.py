@@ -21,9 +21,10 @@ import secrets
 from flask import current_app, session
 from flask_login import current_user, login_user, logout_user
 
+from compliance.audit import Actor, ActorType, AuditAction, record
 from core.api import Blueprint, errors
 from core.errors import AuthenticationFailed, PermissionDenied
-from core.extensions import limiter
+from core.extensions import db, limiter
 from core.ratelimit import client_ip
 from staff import service
 from staff import tenants as tenant_admin
@@ -209,7 +210,9 @@ def get_tenant(tenant_id: str):
 def suspend_tenant(body, tenant_id: str):
     """Suspend a tenant (a reason is required): its keys get 403 `tenant_suspended` from
     their next request; callbacks for its in-flight pushes are still recorded."""
-    return tenant_admin.suspend_tenant(tenant_id, reason=body["reason"], staff_id=current_user.id)
+    view = tenant_admin.suspend_tenant(tenant_id, reason=body["reason"], staff_id=current_user.id)
+    _audit_lifecycle(AuditAction.TENANT_SUSPENDED, tenant_id, {"reason": body["reason"]})
+    return view
 
 
 @admin_tenants.post("/v1/admin/tenants/<tenant_id>/reinstate")
@@ -218,4 +221,20 @@ def suspend_tenant(body, tenant_id: str):
 @errors(admin_tenants, 401, 403, 404, 409)
 def reinstate_tenant(tenant_id: str):
     """Reinstate a suspended tenant (whatever suspended it); its keys work again at once."""
-    return tenant_admin.reinstate_tenant(tenant_id, staff_id=current_user.id)
+    view = tenant_admin.reinstate_tenant(tenant_id, staff_id=current_user.id)
+    _audit_lifecycle(AuditAction.TENANT_REINSTATED, tenant_id, {"status": "active"})
+    return view
+
+
+def _audit_lifecycle(action: AuditAction, tenant_id: str, after: dict) -> None:
+    # staff.tenants commits the change itself, so its audit entry follows in the next
+    # transaction (a crash between the two would lose the entry, never invent one).
+    record(
+        action,
+        target_type="tenant",
+        target_id=tenant_id,
+        tenant_id=tenant_id,
+        diff={"after": after},
+        actor=Actor(ActorType.STAFF, current_user.id, current_user.email),
+    )
+    db.session.commit()

@@ -21,6 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 
+from compliance import audit
 from core.crypto import decrypt, encrypt
 from core.errors import AuthenticationFailed, Conflict, RateLimited, ValidationFailed
 from core.extensions import db
@@ -40,6 +41,11 @@ LOCKOUT_AFTER = 5
 LOCKOUT_FIRST_SECONDS = 60
 LOCKOUT_MAX_SECONDS = 24 * 3600
 ISSUER = "Lango"
+_SUCCEEDED = audit.AuditAction.STAFF_LOGIN_SUCCEEDED
+_AUDITED_EVENTS = {
+    "staff.login_succeeded": _SUCCEEDED,
+    "staff.login_failed": audit.AuditAction.STAFF_LOGIN_FAILED,
+}
 
 _password_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 # Verified when the email is unknown, so the answer takes as long as for a known one.
@@ -237,9 +243,20 @@ def _fail(staff: StaffUser, reason: str) -> None:
 
 
 def _log(event: str, staff_id: str | None, reason: str | None, **extra) -> None:
-    # Every auth outcome is logged (Warehouse keeps metrics on each); the audit log will
-    # take these once compliance.audit lands.
+    # Every auth outcome is logged (Warehouse keeps metrics on each); logins that succeed or
+    # fail are audited too, in their own transaction (the outcome is already committed).
     logger.info(event, extra={"staff_id": staff_id, "reason": reason, **extra})
+    action = _AUDITED_EVENTS.get(event)
+    if action is not None:
+        audit.record(
+            action,
+            target_type="staff_user",
+            target_id=staff_id,
+            tenant_id=None,
+            diff={"after": {"method" if action is _SUCCEEDED else "reason": reason}},
+            actor=audit.Actor(audit.ActorType.STAFF, staff_id),
+        )
+        db.session.commit()
 
 
 def _verify_hash(password_hash: str, password: str) -> bool:

@@ -169,6 +169,7 @@ def _drop_everything(db) -> None:
             "TRUNCATE public.api_keys, public.members, public.tenants, public.usage_counters, "
             "public.stripe_events, public.fraud_review_cases, public.phone_blocklist CASCADE"
         )
+        connection.exec_driver_sql("TRUNCATE public.kyc_documents, public.kyc_submissions CASCADE")
         connection.exec_driver_sql("TRUNCATE public.staff_users CASCADE")
         # The audit log refuses TRUNCATE by trigger; tests may empty it with the trigger off.
         connection.exec_driver_sql(

@@ -1,0 +1,242 @@
+"""What compliance staff do in the console: search and export the audit log, edit fraud
+rules, work the review queue. Plain functions; every state change is audited with the staff
+user as the actor and commits with its audit entry."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime
+
+import rule_engine
+from sqlalchemy import select, text
+
+from compliance import fraud
+from compliance.audit import Actor, ActorType, AuditAction, AuditEntry, record
+from core.api import paginate
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.extensions import db
+from core.ids import new_id
+from core.tenancy import quote_schema, schema_name_for
+
+EXPORT_COLUMNS = (
+    "seq",
+    "id",
+    "occurred_at",
+    "actor_type",
+    "actor_id",
+    "actor_label",
+    "action",
+    "target_type",
+    "target_id",
+    "tenant_id",
+    "source_ip",
+    "request_id",
+    "diff",
+    "hash",
+)
+RULE_FIELDS = ("expression", "outcome", "description", "position", "enabled")
+
+
+def staff_actor(staff) -> Actor:
+    return Actor(ActorType.STAFF, staff.id, staff.email)
+
+
+# --- audit log ------------------------------------------------------------------------------
+
+
+def _audit_query(
+    tenant_id: str | None = None,
+    actor_type: str | None = None,
+    actor_id: str | None = None,
+    action: str | None = None,
+    occurred_gte: datetime | None = None,
+    occurred_lte: datetime | None = None,
+):
+    statement = select(AuditEntry)
+    for column, value in (
+        (AuditEntry.tenant_id, tenant_id),
+        (AuditEntry.actor_type, actor_type),
+        (AuditEntry.actor_id, actor_id),
+        (AuditEntry.action, action),
+    ):
+        if value is not None:
+            statement = statement.where(column == value)
+    if occurred_gte is not None:
+        statement = statement.where(AuditEntry.occurred_at >= occurred_gte)
+    if occurred_lte is not None:
+        statement = statement.where(AuditEntry.occurred_at <= occurred_lte)
+    return statement
+
+
+def search_audit_log(*, limit: int, starting_after=None, ending_before=None, **filters) -> dict:
+    """Entries across every tenant, newest first, filtered by tenant, actor, action and time."""
+    return paginate(
+        _audit_query(**filters),
+        AuditEntry.id,
+        limit=limit,
+        starting_after=starting_after,
+        ending_before=ending_before,
+    )
+
+
+def export_audit_log(**filters) -> Iterator[str]:
+    """The matching entries as CSV lines in chain order (a header first), read in batches."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def line(values) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(values)
+        return buffer.getvalue()
+
+    yield line(EXPORT_COLUMNS)
+    statement = _audit_query(**filters).order_by(AuditEntry.seq).execution_options(yield_per=500)
+    for entry in db.session.scalars(statement):
+        row = []
+        for column in EXPORT_COLUMNS:
+            value = getattr(entry, column)
+            if column == "occurred_at":
+                value = value.isoformat()
+            row.append("" if value is None else value)
+        yield line(row)
+
+
+# --- fraud rules ----------------------------------------------------------------------------
+
+
+def list_rules() -> list[fraud.FraudRule]:
+    return list(
+        db.session.scalars(select(fraud.FraudRule).order_by(fraud.FraudRule.position, "id"))
+    )
+
+
+def _check_expression(expression: str) -> None:
+    try:
+        fraud.compile_expression(expression)
+    except (rule_engine.EngineError, ValueError) as error:
+        raise ValidationFailed(
+            f"expression: {error.message if hasattr(error, 'message') else error}",
+            param="expression",
+        ) from None
+
+
+def _rule_state(rule: fraud.FraudRule) -> dict:
+    return {name: getattr(rule, name) for name in RULE_FIELDS}
+
+
+def create_rule(staff, *, expression: str, outcome: str, description: str = "", position: int):
+    """Add a rule (validated; commits with its audit entry); it applies to the next push."""
+    _check_expression(expression)
+    rule = fraud.FraudRule(
+        id=new_id("frule"),
+        expression=expression,
+        outcome=fraud.Outcome(outcome).value,
+        description=description,
+        position=position,
+        enabled=True,
+    )
+    db.session.add(rule)
+    db.session.flush()
+    _audit_rule(staff, rule, before=None)
+    return _commit_rules(rule)
+
+
+def update_rule(staff, rule_id: str, changes: dict) -> fraud.FraudRule:
+    """Edit a rule (validated; commits with its audit entry); it applies to the next push."""
+    rule = db.session.scalar(
+        select(fraud.FraudRule).where(fraud.FraudRule.id == rule_id).with_for_update()
+    )
+    if rule is None:
+        raise NotFound(f"No fraud rule {rule_id}.", param="id")
+    if "expression" in changes:
+        _check_expression(changes["expression"])
+    before = _rule_state(rule)
+    for name, value in changes.items():
+        setattr(rule, name, value)
+    db.session.flush()
+    _audit_rule(staff, rule, before=before)
+    return _commit_rules(rule)
+
+
+def _audit_rule(staff, rule, *, before) -> None:
+    record(
+        AuditAction.FRAUD_RULE_CHANGED,
+        target_type="fraud_rule",
+        target_id=rule.id,
+        tenant_id=None,
+        diff={"before": before, "after": _rule_state(rule)},
+        actor=staff_actor(staff),
+    )
+
+
+def _commit_rules(rule):
+    rule_id = rule.id
+    db.session.commit()
+    fraud.invalidate_rules()
+    return db.session.get(fraud.FraudRule, rule_id)
+
+
+# --- review queue ---------------------------------------------------------------------------
+
+
+def list_cases(*, limit: int, status: str | None = None, **cursor) -> dict:
+    statement = select(fraud.FraudReviewCase)
+    if status is not None:
+        statement = statement.where(fraud.FraudReviewCase.status == status)
+    return paginate(statement, fraud.FraudReviewCase.id, limit=limit, **cursor)
+
+
+def resolve_case(
+    staff, case_id: str, *, resolution: str, note: str = "", block_phone: bool = False
+) -> fraud.FraudReviewCase:
+    """Close an open case as legitimate or fraudulent (commits with its audit entry). A
+    fraudulent case with `block_phone` puts the push's phone on that tenant's blocklist.
+    Raises NotFound, Conflict (already resolved) or ValidationFailed."""
+    case = db.session.scalar(
+        select(fraud.FraudReviewCase).where(fraud.FraudReviewCase.id == case_id).with_for_update()
+    )
+    if case is None:
+        raise NotFound(f"No review case {case_id}.", param="id")
+    if case.status != fraud.ReviewStatus.OPEN.value:
+        raise Conflict(f"This case is already resolved ({case.status}).", code="case_resolved")
+    if block_phone and resolution != fraud.ReviewStatus.FRAUDULENT.value:
+        raise ValidationFailed("Only a fraudulent case can block the phone.", param="block_phone")
+    case.status = fraud.ReviewStatus(resolution).value
+    if note:
+        case.notes = f"{case.notes}\n{staff.email}: {note}".strip()
+    blocked = _block_phone(case) if block_phone else None
+    record(
+        AuditAction.FRAUD_CASE_RESOLVED,
+        target_type="fraud_review_case",
+        target_id=case.id,
+        tenant_id=case.tenant_id,
+        diff={
+            "before": {"status": fraud.ReviewStatus.OPEN.value},
+            "after": {"status": case.status, "note": note, "phone_blocked": blocked is not None},
+        },
+        actor=staff_actor(staff),
+    )
+    db.session.commit()
+    return case
+
+
+def _block_phone(case: fraud.FraudReviewCase) -> str:
+    # The push lives in the tenant's schema; read it by qualified name rather than switching
+    # the session's tenant scope inside this transaction.
+    schema = quote_schema(schema_name_for(case.tenant_id))
+    phone = db.session.scalar(
+        text(f"SELECT phone_number FROM {schema}.stk_pushes WHERE id = :id"),  # noqa: S608
+        {"id": case.stk_push_id},
+    )
+    if phone is None:
+        raise Conflict("The case's push no longer exists; nothing to block.", code="push_missing")
+    if db.session.get(fraud.BlockedPhone, (case.tenant_id, phone)) is None:
+        db.session.add(
+            fraud.BlockedPhone(
+                tenant_id=case.tenant_id, phone=phone, reason=f"fraud review case {case.id}"
+            )
+        )
+    return phone
