@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 import click
+import segno
 from flask.cli import with_appcontext
 
 
@@ -47,35 +50,14 @@ def create(email: str, name: str, roles: tuple[str, ...], password: str) -> None
     )
     click.echo("Add this to an authenticator app (shown once):")
     click.echo(provisioned.provisioning_uri)
-    qr = _terminal_qr(provisioned.provisioning_uri)
-    if qr:
-        click.echo(qr)
+    click.echo(_terminal_qr(provisioned.provisioning_uri))
     click.echo("Recovery codes (each works once; store them offline):")
     for code in provisioned.recovery_codes:
         click.echo(f"  {code}")
 
 
-def _terminal_qr(data: str) -> str | None:
-    """An ASCII QR code, if `segno` or `qrcode` is installed (neither is required)."""
-    try:
-        import io
-
-        import segno
-
-        out = io.StringIO()
-        segno.make(data).terminal(out=out, compact=True)
-        return out.getvalue()
-    except ImportError:
-        pass
-    try:
-        import io
-
-        import qrcode
-
-        qr = qrcode.QRCode(border=1)
-        qr.add_data(data)
-        out = io.StringIO()
-        qr.print_ascii(out=out)
-        return out.getvalue()
-    except ImportError:
-        return None
+def _terminal_qr(data: str) -> str:
+    """The provisioning URI as a QR code drawn with text, for an authenticator app to scan."""
+    out = io.StringIO()
+    segno.make(data).terminal(out=out, compact=True)
+    return out.getvalue()
