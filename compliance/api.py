@@ -14,6 +14,7 @@ from compliance.schemas import (
     AdminAuditEntryListSchema,
     AdminAuditExportQuerySchema,
     AdminAuditQuerySchema,
+    AssignFraudCaseSchema,
     AuditEntryListSchema,
     AuditLogQuerySchema,
     FraudCaseListSchema,
@@ -24,6 +25,7 @@ from compliance.schemas import (
     FraudRuleSchema,
     FraudRuleUpdateSchema,
     ResolveFraudCaseSchema,
+    RevealedPhoneSchema,
 )
 from core.api import Blueprint, errors
 from staff.api import STAFF_SECURITY, require_staff
@@ -142,3 +144,23 @@ def resolve_fraud_case(body, case_id: str):
     """Resolve an open case as legitimate or fraudulent; fraudulent with block_phone adds the
     push's phone to that tenant's blocklist."""
     return console.resolve_case(current_user, case_id, **body)
+
+
+@admin_fraud.post("/v1/admin/fraud-cases/<case_id>/assign")
+@admin_fraud.doc(security=STAFF_SECURITY)
+@admin_fraud.arguments(AssignFraudCaseSchema)
+@admin_fraud.response(200, FraudCaseSchema)
+@errors(admin_fraud, 400, 401, 403, 404)
+def assign_fraud_case(body, case_id: str):
+    """Assign a case to a staff user (yourself when staff_id is left out); recorded in the
+    case's notes and the audit log."""
+    return console.assign_case(current_user, case_id, body.get("staff_id"))
+
+
+@admin_fraud.post("/v1/admin/fraud-cases/<case_id>/reveal-phone")
+@admin_fraud.doc(security=STAFF_SECURITY)
+@admin_fraud.response(200, RevealedPhoneSchema)
+@errors(admin_fraud, 401, 403, 404, 409)
+def reveal_fraud_case_phone(case_id: str):
+    """The case's full phone number (staff views show it masked); every reveal is audited."""
+    return console.reveal_phone(current_user, case_id)

@@ -51,6 +51,10 @@ class AuditAction(enum.StrEnum):
     FRAUD_RULE_CHANGED = "fraud_rule.changed"
     FRAUD_CASE_RESOLVED = "fraud_case.resolved"
     PHONE_REVEALED = "phone.revealed"
+    FRAUD_CASE_ASSIGNED = "fraud_case.assigned"
+    PLAN_CREATED = "plan.created"
+    PLAN_UPDATED = "plan.updated"
+    PLAN_RETIRED = "plan.retired"
 
 
 class ActorType(enum.StrEnum):

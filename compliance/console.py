@@ -19,6 +19,7 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
 from core.tenancy import quote_schema, schema_name_for
+from payments.phone import mask_phone
 
 EXPORT_COLUMNS = (
     "seq",
@@ -186,24 +187,103 @@ def list_cases(*, limit: int, status: str | None = None, **cursor) -> dict:
     statement = select(fraud.FraudReviewCase)
     if status is not None:
         statement = statement.where(fraud.FraudReviewCase.status == status)
-    return paginate(statement, fraud.FraudReviewCase.id, limit=limit, **cursor)
+    page = paginate(statement, fraud.FraudReviewCase.id, limit=limit, **cursor)
+    for case in page["data"]:
+        _mask(case)
+    return page
 
 
-def resolve_case(
-    staff, case_id: str, *, resolution: str, note: str = "", block_phone: bool = False
-) -> fraud.FraudReviewCase:
-    """Close an open case as legitimate or fraudulent (commits with its audit entry). A
-    fraudulent case with `block_phone` puts the push's phone on that tenant's blocklist.
-    Raises NotFound, Conflict (already resolved) or ValidationFailed."""
+def _push_phone(case: fraud.FraudReviewCase) -> str | None:
+    # The push lives in the tenant's schema; read it by qualified name rather than switching
+    # the session's tenant scope inside this transaction.
+    schema = quote_schema(schema_name_for(case.tenant_id))
+    return db.session.scalar(
+        text(f"SELECT phone_number FROM {schema}.stk_pushes WHERE id = :id"),  # noqa: S608
+        {"id": case.stk_push_id},
+    )
+
+
+def _mask(case: fraud.FraudReviewCase) -> fraud.FraudReviewCase:
+    """Staff views show the push's phone masked (`phone`); revealing it is audited."""
+    phone = _push_phone(case)
+    case.phone = mask_phone(phone) if phone else None
+    return case
+
+
+def _locked_case(case_id: str) -> fraud.FraudReviewCase:
     case = db.session.scalar(
         select(fraud.FraudReviewCase).where(fraud.FraudReviewCase.id == case_id).with_for_update()
     )
     if case is None:
         raise NotFound(f"No review case {case_id}.", param="id")
+    return case
+
+
+def assign_case(staff, case_id: str, staff_id: str | None = None) -> fraud.FraudReviewCase:
+    """Assign a case to a staff user (the caller by default). fraud_review_cases has no
+    assignee column yet, so the assignment is kept as a line in the case's notes (the latest
+    `assigned to` line wins) and in the audit log. Commits with its audit entry."""
+    from staff.models import StaffUser
+
+    assignee = db.session.get(StaffUser, staff_id or staff.id)
+    if assignee is None:
+        raise ValidationFailed(f"No staff user {staff_id}.", param="staff_id")
+    case = _locked_case(case_id)
+    case.notes = f"{case.notes}\n{staff.email}: assigned to {assignee.email}".strip()
+    record(
+        AuditAction.FRAUD_CASE_ASSIGNED,
+        target_type="fraud_review_case",
+        target_id=case.id,
+        tenant_id=case.tenant_id,
+        diff={"after": {"assignee_id": assignee.id, "assignee_email": assignee.email}},
+        actor=staff_actor(staff),
+    )
+    db.session.commit()
+    return _mask(case)
+
+
+def reveal_phone(staff, case_id: str) -> dict:
+    """The case's full phone number, for a compliance user; the reveal is audited (commits)."""
+    case = db.session.get(fraud.FraudReviewCase, case_id)
+    if case is None:
+        raise NotFound(f"No review case {case_id}.", param="id")
+    phone = _push_phone(case)
+    if phone is None:
+        raise Conflict("The case's push no longer exists.", code="push_missing")
+    record(
+        AuditAction.PHONE_REVEALED,
+        target_type="fraud_review_case",
+        target_id=case.id,
+        tenant_id=case.tenant_id,
+        diff={"after": {"stk_push_id": case.stk_push_id, "phone": mask_phone(phone)}},
+        actor=staff_actor(staff),
+    )
+    db.session.commit()
+    return {"case_id": case.id, "stk_push_id": case.stk_push_id, "phone": phone}
+
+
+def resolve_case(
+    staff,
+    case_id: str,
+    *,
+    resolution: str,
+    note: str = "",
+    block_phone: bool = False,
+    suspend_tenant: bool = False,
+) -> fraud.FraudReviewCase:
+    """Close an open case as legitimate or fraudulent (commits with its audit entry). A
+    fraudulent case with `block_phone` puts the push's phone on that tenant's blocklist; with
+    `suspend_tenant` it suspends the tenant (reason 'compliance', audited).
+    Raises NotFound, Conflict (already resolved) or ValidationFailed."""
+    case = _locked_case(case_id)
     if case.status != fraud.ReviewStatus.OPEN.value:
         raise Conflict(f"This case is already resolved ({case.status}).", code="case_resolved")
     if block_phone and resolution != fraud.ReviewStatus.FRAUDULENT.value:
         raise ValidationFailed("Only a fraudulent case can block the phone.", param="block_phone")
+    if suspend_tenant and resolution != fraud.ReviewStatus.FRAUDULENT.value:
+        raise ValidationFailed(
+            "Only a fraudulent case can suspend the tenant.", param="suspend_tenant"
+        )
     case.status = fraud.ReviewStatus(resolution).value
     if note:
         case.notes = f"{case.notes}\n{staff.email}: {note}".strip()
@@ -215,22 +295,46 @@ def resolve_case(
         tenant_id=case.tenant_id,
         diff={
             "before": {"status": fraud.ReviewStatus.OPEN.value},
-            "after": {"status": case.status, "note": note, "phone_blocked": blocked is not None},
+            "after": {
+                "status": case.status,
+                "note": note,
+                "phone_blocked": blocked is not None,
+                "tenant_suspended": suspend_tenant,
+            },
         },
         actor=staff_actor(staff),
     )
+    if suspend_tenant:
+        _suspend_for_fraud(staff, case)
     db.session.commit()
-    return case
+    return _mask(case)
+
+
+def _suspend_for_fraud(staff, case: fraud.FraudReviewCase) -> None:
+    # In the case's transaction: the tenant, its suspension and both audit entries commit
+    # together. An already suspended tenant stays as it is (its reason is kept).
+    from tenants.models import Tenant, TenantStatus
+
+    tenant = db.session.scalar(select(Tenant).where(Tenant.id == case.tenant_id).with_for_update())
+    if tenant is None or tenant.status is TenantStatus.SUSPENDED:
+        return
+    tenant.status = TenantStatus.SUSPENDED
+    tenant.suspended_reason = "compliance"
+    record(
+        AuditAction.TENANT_SUSPENDED,
+        target_type="tenant",
+        target_id=tenant.id,
+        tenant_id=tenant.id,
+        diff={
+            "before": {"status": "active"},
+            "after": {"status": "suspended", "reason": "compliance", "case_id": case.id},
+        },
+        actor=staff_actor(staff),
+    )
 
 
 def _block_phone(case: fraud.FraudReviewCase) -> str:
-    # The push lives in the tenant's schema; read it by qualified name rather than switching
-    # the session's tenant scope inside this transaction.
-    schema = quote_schema(schema_name_for(case.tenant_id))
-    phone = db.session.scalar(
-        text(f"SELECT phone_number FROM {schema}.stk_pushes WHERE id = :id"),  # noqa: S608
-        {"id": case.stk_push_id},
-    )
+    phone = _push_phone(case)
     if phone is None:
         raise Conflict("The case's push no longer exists; nothing to block.", code="push_missing")
     if db.session.get(fraud.BlockedPhone, (case.tenant_id, phone)) is None:

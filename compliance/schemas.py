@@ -114,6 +114,10 @@ class FraudCaseSchema(Schema):
     rule_id = fields.String()
     status = fields.String(metadata={"example": "open"})
     notes = fields.String()
+    phone = fields.String(
+        allow_none=True,
+        metadata={"description": "The push's phone, masked; reveal-phone shows it (audited)"},
+    )
     created_at = UtcDateTime()
 
 
@@ -134,3 +138,20 @@ class ResolveFraudCaseSchema(Schema):
         load_default=False,
         metadata={"description": "With `fraudulent`: add the phone to the tenant's blocklist"},
     )
+    suspend_tenant = fields.Boolean(
+        load_default=False,
+        metadata={"description": "With `fraudulent`: suspend the tenant (reason 'compliance')"},
+    )
+
+
+class AssignFraudCaseSchema(Schema):
+    staff_id = fields.String(
+        validate=validate.Length(max=40),
+        metadata={"description": "The assignee; the signed-in staff user when left out"},
+    )
+
+
+class RevealedPhoneSchema(Schema):
+    case_id = fields.String()
+    stk_push_id = fields.String()
+    phone = fields.String(metadata={"example": "254708374149"})

@@ -26,10 +26,15 @@ from core.api import Blueprint, errors
 from core.errors import AuthenticationFailed, PermissionDenied
 from core.extensions import db, limiter
 from core.ratelimit import client_ip
+from staff import plans as plan_admin
 from staff import service
 from staff import tenants as tenant_admin
 from staff.models import StaffRole, StaffUser
 from staff.schemas import (
+    AdminPlanCreateSchema,
+    AdminPlanListSchema,
+    AdminPlanSchema,
+    AdminPlanUpdateSchema,
     AdminTenantListSchema,
     AdminTenantQuerySchema,
     AdminTenantSchema,
@@ -224,6 +229,44 @@ def reinstate_tenant(tenant_id: str):
     view = tenant_admin.reinstate_tenant(tenant_id, staff_id=current_user.id)
     _audit_lifecycle(AuditAction.TENANT_REINSTATED, tenant_id, {"status": "active"})
     return view
+
+
+@admin_tenants.get("/v1/admin/plans")
+@admin_tenants.doc(security=STAFF_SECURITY)
+@admin_tenants.response(200, AdminPlanListSchema)
+@errors(admin_tenants, 401, 403)
+def list_plans():
+    """Every plan in catalog order, retired ones included (`active: false`)."""
+    return {"data": plan_admin.list_all_plans()}
+
+
+@admin_tenants.post("/v1/admin/plans")
+@admin_tenants.doc(security=STAFF_SECURITY)
+@admin_tenants.arguments(AdminPlanCreateSchema)
+@admin_tenants.response(201, AdminPlanSchema)
+@errors(admin_tenants, 400, 401, 403, 409)
+def create_plan(body):
+    """Add a plan to the catalog (rate_limit in Flask-Limiter notation, e.g. "50 per second")."""
+    return plan_admin.create_plan(current_user, body)
+
+
+@admin_tenants.patch("/v1/admin/plans/<code>")
+@admin_tenants.doc(security=STAFF_SECURITY)
+@admin_tenants.arguments(AdminPlanUpdateSchema)
+@admin_tenants.response(200, AdminPlanSchema)
+@errors(admin_tenants, 400, 401, 403, 404)
+def update_plan(body, code: str):
+    """Edit any field of a plan but its code; subscribers see the change at once."""
+    return plan_admin.update_plan(current_user, code, body)
+
+
+@admin_tenants.post("/v1/admin/plans/<code>/retire")
+@admin_tenants.doc(security=STAFF_SECURITY)
+@admin_tenants.response(200, AdminPlanSchema)
+@errors(admin_tenants, 401, 403, 404, 409)
+def retire_plan(code: str):
+    """Take a plan off sale: existing subscribers keep it; signup and plan changes refuse it."""
+    return plan_admin.retire_plan(current_user, code)
 
 
 def _audit_lifecycle(action: AuditAction, tenant_id: str, after: dict) -> None:

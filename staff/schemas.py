@@ -78,3 +78,54 @@ class SuspendTenantSchema(Schema):
         validate=validate.Length(min=3, max=2000),
         metadata={"description": "Why; kept with the suspension"},
     )
+
+
+class AdminPlanSchema(Schema):
+    code = fields.String(metadata={"example": "growth"})
+    object = fields.Constant("plan")
+    name = fields.String()
+    monthly_price = fields.Integer()
+    included_pushes = fields.Integer()
+    overage_price = fields.Integer(allow_none=True)
+    rate_limit = fields.String(metadata={"example": "50 per second"})
+    max_webhook_endpoints = fields.Integer()
+    livemode_allowed = fields.Boolean()
+    test_allowance = fields.Integer()
+    position = fields.Integer()
+    active = fields.Boolean()
+
+
+class AdminPlanListSchema(Schema):
+    object = fields.Constant("list")
+    data = fields.List(fields.Nested(AdminPlanSchema))
+
+
+_NON_NEGATIVE = validate.Range(min=0)
+
+
+class AdminPlanUpdateSchema(Schema):
+    name = fields.String(validate=validate.Length(min=1, max=100))
+    monthly_price = fields.Integer(validate=_NON_NEGATIVE)
+    included_pushes = fields.Integer(validate=_NON_NEGATIVE)
+    overage_price = fields.Integer(allow_none=True, validate=_NON_NEGATIVE)
+    rate_limit = fields.String(validate=validate.Length(min=1, max=40))
+    max_webhook_endpoints = fields.Integer(validate=_NON_NEGATIVE)
+    livemode_allowed = fields.Boolean()
+    test_allowance = fields.Integer(validate=_NON_NEGATIVE)
+    position = fields.Integer()
+
+
+class AdminPlanCreateSchema(AdminPlanUpdateSchema):
+    code = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=40), validate.Regexp(r"^[a-z0-9_-]+$")],
+    )
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    monthly_price = fields.Integer(required=True, validate=_NON_NEGATIVE)
+    included_pushes = fields.Integer(required=True, validate=_NON_NEGATIVE)
+    overage_price = fields.Integer(required=True, allow_none=True, validate=_NON_NEGATIVE)
+    rate_limit = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    max_webhook_endpoints = fields.Integer(required=True, validate=_NON_NEGATIVE)
+    livemode_allowed = fields.Boolean(required=True)
+    test_allowance = fields.Integer(required=True, validate=_NON_NEGATIVE)
+    position = fields.Integer(load_default=0)
