@@ -57,6 +57,8 @@ class AdminTenantSchema(Schema):
     )
     plan = fields.String()
     live_enabled = fields.Boolean()
+    pushes_this_period = fields.Integer(metadata={"description": "Live pushes counted this period"})
+    test_pushes_this_period = fields.Integer()
     created_at = UtcDateTime()
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 
+from billing.models import Subscription, UsageCounter
 from core.api import paginate
 from core.errors import Conflict, NotFound
 from core.extensions import db
@@ -33,6 +34,9 @@ class TenantView:
     tenant: Tenant
     owner_email: str | None
     suspension: AdminSuspension | None
+    # Pushes counted in the current billing period (live, test).
+    pushes_this_period: int = 0
+    test_pushes_this_period: int = 0
 
     def __getattr__(self, name: str):
         return getattr(self.tenant, name)
@@ -131,4 +135,15 @@ def _view(tenant: Tenant) -> TenantView:
             .order_by(AdminSuspension.suspended_at.desc())
             .limit(1)
         )
-    return TenantView(tenant, owner_email, suspension)
+    usage = dict(
+        db.session.execute(
+            select(UsageCounter.livemode, UsageCounter.used)
+            .join(
+                Subscription,
+                (Subscription.tenant_id == UsageCounter.tenant_id)
+                & (Subscription.current_period_start == UsageCounter.period_start),
+            )
+            .where(UsageCounter.tenant_id == tenant.id)
+        ).all()
+    )
+    return TenantView(tenant, owner_email, suspension, usage.get(True, 0), usage.get(False, 0))

@@ -193,3 +193,19 @@ def test_bad_filters_are_refused_in_the_error_shape(app, staff, clock):
 
     assert response.status_code == 400
     assert response.get_json()["error"]["param"] == "status"
+
+
+def test_the_tenant_view_shows_pushes_counted_this_period(app, tenant, staff, clock):
+    from billing.quota import reserve
+    from core.extensions import db
+    from core.tenancy import tenant_scope
+
+    with app.app_context(), tenant_scope(tenant.id):
+        for number in range(3):
+            reserve(tenant.id, False, f"stk_counted{number}")
+        db.session.commit()
+    admin, _ = admin_client(app, staff, clock)
+
+    viewed = admin.get(f"/v1/admin/tenants/{tenant.id}").get_json()
+
+    assert (viewed["pushes_this_period"], viewed["test_pushes_this_period"]) == (0, 3)
