@@ -90,3 +90,46 @@ class OutboundCalls:
 @pytest.fixture
 def outbound(monkeypatch) -> OutboundCalls:
     return OutboundCalls(monkeypatch)
+
+
+def post_pushes_concurrently(platform, secret: str, bodies: list[dict]) -> list[tuple[int, dict]]:
+    """POST every body to /v1/stk-pushes at once (one thread each) against the served Lango;
+    returns (status, JSON answer) per request."""
+    results: list[tuple[int, dict]] = []
+    lock = threading.Lock()
+
+    def send(body):
+        response = requests.post(
+            f"{platform.url}/v1/stk-pushes",
+            json=body,
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=60,
+        )
+        with lock:
+            results.append((response.status_code, response.json()))
+
+    threads = [threading.Thread(target=send, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results
+
+
+def quota_counted(app, tenant_id: str) -> tuple[int, int, int]:
+    """(quota counter summed over modes, usage records, push rows) for the tenant."""
+    from sqlalchemy import text
+
+    from core.extensions import db
+    from core.tenancy import tenant_scope
+
+    with app.app_context():
+        counter = db.session.execute(
+            text("SELECT coalesce(sum(used), 0) FROM public.usage_counters WHERE tenant_id = :t"),
+            {"t": tenant_id},
+        ).scalar()
+        db.session.rollback()
+        with tenant_scope(tenant_id):
+            records = db.session.execute(text("SELECT count(*) FROM usage_records")).scalar()
+            pushes = db.session.execute(text("SELECT count(*) FROM stk_pushes")).scalar()
+    return counter, records, pushes

@@ -1,14 +1,11 @@
 """The quota on every push: exact under concurrency, released when a push never left."""
 
-import threading
-
 import pytest
-import requests
 from sqlalchemy import text
 
 from core.extensions import db
-from core.tenancy import tenant_scope
 from tests.payments.test_stk_push import STKPUSHES, push_body
+from tests.served import post_pushes_concurrently, quota_counted
 
 
 def _cap_test_allowance(app, tenant_id, allowance, used):
@@ -50,45 +47,10 @@ def capped_plan(app):
         db.session.commit()
 
 
-def _fire(platform, secret, bodies):
-    results = []
-    lock = threading.Lock()
-
-    def send(body):
-        response = requests.post(
-            f"{platform.url}{STKPUSHES}",
-            json=body,
-            headers={"Authorization": f"Bearer {secret}"},
-            timeout=60,
-        )
-        with lock:
-            results.append((response.status_code, response.json()))
-
-    threads = [threading.Thread(target=send, args=(body,)) for body in bodies]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    return results
-
-
-def _counted(app, tenant_id):
-    with app.app_context():
-        counter = db.session.execute(
-            text("SELECT coalesce(sum(used), 0) FROM public.usage_counters WHERE tenant_id = :t"),
-            {"t": tenant_id},
-        ).scalar()
-        db.session.rollback()
-        with tenant_scope(tenant_id):
-            records = db.session.execute(text("SELECT count(*) FROM usage_records")).scalar()
-            pushes = db.session.execute(text("SELECT count(*) FROM stk_pushes")).scalar()
-    return counter, records, pushes
-
-
 def test_concurrent_pushes_never_exceed_the_hard_cap(platform, app, tenant, capped_plan, outbound):
     _cap_test_allowance(app, tenant.id, allowance=60, used=10)  # 50 left
 
-    results = _fire(platform, tenant.secret, [push_body() for _ in range(200)])
+    results = post_pushes_concurrently(platform, tenant.secret, [push_body() for _ in range(200)])
 
     statuses = sorted(status for status, _ in results)
     assert statuses.count(202) == 50
@@ -97,7 +59,7 @@ def test_concurrent_pushes_never_exceed_the_hard_cap(platform, app, tenant, capp
     assert error["code"] == "quota_exceeded" and error["type"] == "quota_error"
     assert (error["plan"], error["limit"]) == ("capped", 60)
     assert error["resets_at"].endswith("Z")
-    counter, records, pushes = _counted(app, tenant.id)
+    counter, records, pushes = quota_counted(app, tenant.id)
     assert (counter, records, pushes) == (60, 50, 50)
     assert outbound.count("/mpesa/stkpush/v1/processrequest") == 50
 
@@ -131,13 +93,13 @@ def test_pushes_daraja_refuses_are_released(
     _cap_test_allowance(app, tenant.id, allowance=50, used=0)
     refused = [push_body("254700001001") for _ in range(60)]
 
-    results = _fire(platform, tenant.secret, refused)
+    results = post_pushes_concurrently(platform, tenant.secret, refused)
 
     assert {status for status, _ in results} <= {502, 402}
-    counter, records, _ = _counted(app, tenant.id)
+    counter, records, _ = quota_counted(app, tenant.id)
     assert (counter, records) == (0, 0)
     # The allowance is whole again: 50 good pushes still go through.
-    accepted = _fire(platform, tenant.secret, [push_body() for _ in range(50)])
+    accepted = post_pushes_concurrently(platform, tenant.secret, [push_body() for _ in range(50)])
     assert [status for status, _ in accepted].count(202) == 50
 
 
@@ -147,7 +109,7 @@ def test_idempotent_replays_never_add_usage(platform, app, api, tenant):
         assert (
             api.post(STKPUSHES, json=body, headers={"Idempotency-Key": "once"}).status_code == 202
         )
-    counter, records, pushes = _counted(app, tenant.id)
+    counter, records, pushes = quota_counted(app, tenant.id)
     assert (counter, records, pushes) == (1, 1, 1)
 
 

@@ -2,7 +2,6 @@
 blocklists. Real PostgreSQL, Redis, Lango and the Daraja sandbox."""
 
 import json
-import threading
 import time
 
 import pytest
@@ -12,9 +11,8 @@ from sqlalchemy import text
 
 from compliance import fraud
 from core.extensions import db
-from core.tenancy import tenant_scope
 from tests.payments.test_stk_push import push_body, random_phone
-from tests.served import wait_for_status
+from tests.served import post_pushes_concurrently, quota_counted, wait_for_status
 
 STKPUSHES = "/v1/stk-pushes"
 PROCESS_REQUEST = "/mpesa/stkpush/v1/processrequest"
@@ -43,42 +41,6 @@ def restore_rules(app):
     fraud.invalidate_rules()
 
 
-def fire(platform, secret, bodies):
-    results = []
-    lock = threading.Lock()
-
-    def send(body):
-        response = requests.post(
-            f"{platform.url}{STKPUSHES}",
-            json=body,
-            headers={"Authorization": f"Bearer {secret}"},
-            timeout=60,
-        )
-        with lock:
-            results.append((response.status_code, response.text))
-
-    threads = [threading.Thread(target=send, args=(body,)) for body in bodies]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    return results
-
-
-def counted(app, tenant_id):
-    """(quota counter, usage records, push rows) for the tenant."""
-    with app.app_context():
-        counter = db.session.execute(
-            text("SELECT coalesce(sum(used), 0) FROM public.usage_counters WHERE tenant_id = :t"),
-            {"t": tenant_id},
-        ).scalar()
-        db.session.rollback()
-        with tenant_scope(tenant_id):
-            records = db.session.execute(text("SELECT count(*) FROM usage_records")).scalar()
-            pushes = db.session.execute(text("SELECT count(*) FROM stk_pushes")).scalar()
-    return counter, records, pushes
-
-
 def review_cases(app, tenant_id):
     with app.app_context():
         rows = db.session.execute(
@@ -97,20 +59,22 @@ def test_twenty_parallel_pushes_to_one_phone_let_exactly_four_through(
 ):
     # phone_pushes_10m counts the push being screened: pushes 1-4 see 1..4 and pass, the
     # fifth and later see >= 5 and are blocked.
-    results = fire(platform, tenant.secret, [push_body(random_phone_fixed := random_phone())] * 20)
+    results = post_pushes_concurrently(
+        platform, tenant.secret, [push_body(random_phone_fixed := random_phone())] * 20
+    )
     del random_phone_fixed
 
-    blocked = [json.loads(body)["error"] for status, body in results if status == 403]
+    blocked = [body["error"] for status, body in results if status == 403]
     assert len(blocked) == 16
     assert {(e["code"], e["rule_id"], e["blocked_by"]) for e in blocked} == {
         ("fraud_blocked", VELOCITY_RULE, "rule")
     }
-    assert all("phone_pushes_10m" not in body for _, body in results)
+    assert all("phone_pushes_10m" not in json.dumps(body) for _, body in results)
     # The four that passed screening reached Daraja (the sandbox may refuse some as the
     # subscriber is locked by a prompt in flight: 502, released).
     assert sorted({status for status, _ in results} - {403}) <= [202, 502]
     assert outbound.count(PROCESS_REQUEST) == 4
-    counter, records, pushes = counted(app, tenant.id)
+    counter, records, pushes = quota_counted(app, tenant.id)
     accepted = sum(1 for status, _ in results if status == 202)
     assert pushes == 4  # blocked pushes leave no row …
     assert counter == records == accepted  # … and no quota used
@@ -120,7 +84,7 @@ def test_blocked_push_uses_no_quota(platform, app, api, tenant):
     phone = random_phone()
     for _ in range(4):
         wait_for_status(api, api.post(STKPUSHES, json=push_body(phone)).get_json()["id"])
-    before = counted(app, tenant.id)
+    before = quota_counted(app, tenant.id)
 
     refused = api.post(STKPUSHES, json=push_body(phone))
 
@@ -128,7 +92,7 @@ def test_blocked_push_uses_no_quota(platform, app, api, tenant):
     error = refused.get_json()["error"]
     assert (error["code"], error["rule_id"]) == ("fraud_blocked", VELOCITY_RULE)
     assert "phone_pushes_10m" not in refused.get_data(as_text=True)
-    assert counted(app, tenant.id) == before == (4, 4, 4)
+    assert quota_counted(app, tenant.id) == before == (4, 4, 4)
 
 
 def test_large_amount_on_a_new_tenant_opens_a_review_case_and_proceeds(platform, app, api, tenant):
@@ -199,7 +163,7 @@ def test_blocklisted_phone_is_blocked_for_that_tenant_only(
         None,
     )
     assert "chargebacks" not in refused.get_data(as_text=True)
-    assert counted(app, tenant.id) == (0, 0, 0)
+    assert quota_counted(app, tenant.id) == (0, 0, 0)
     other = tenant_factory("Other Duka")
     assert (
         requests.post(
