@@ -30,6 +30,22 @@ ensure_installed() {
     fi
 }
 
+# The browser tests drive Debian's Chromium (never a downloaded one). As root with apt-get,
+# install it when missing; otherwise those tests skip and say how to install it.
+ensure_browser() {
+    local browser="${LANGO_BROWSER:-/usr/bin/chromium}"
+    if [ -x "$browser" ] || [ "${LANGO_SKIP_BROWSER_INSTALL:-}" = 1 ]; then
+        return 0
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "Installing Chromium for the browser tests: apt-get install -y chromium chromium-driver"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q chromium chromium-driver >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } \
+            || echo "Could not install Chromium; the browser tests will skip (or fail, with LANGO_REQUIRE_BROWSER=1)." >&2
+    fi
+}
+
 case "${1:-}" in
     up)
         shift
@@ -39,6 +55,7 @@ case "${1:-}" in
     test)
         shift
         ensure_installed
+        ensure_browser
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     *)

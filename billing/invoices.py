@@ -118,6 +118,26 @@ def pay_invoice(tenant_id: str, invoice_id: str, phone_number: str) -> Invoice:
     return invoice
 
 
+def mpesa_payment_status(invoice_id: str, stk_push_id: str | None) -> str | None:
+    """The status (pending, succeeded, failed, cancelled, timeout …) of the M-Pesa push
+    paying an invoice, read from the billing tenant's own pushes; None when no push was
+    sent or there is no billing tenant. Read-only; ends the caller's transaction first (the
+    push lives in another tenant's schema)."""
+    billing_tenant_id = current_app.extensions["lango.settings"].BILLING_TENANT_ID
+    if not stk_push_id or not billing_tenant_id:
+        return None
+    db.session.rollback()
+    with tenant_scope(billing_tenant_id):
+        status = db.session.scalar(
+            select(StkPush.status).where(
+                StkPush.id == stk_push_id,
+                StkPush.metadata_["lango_invoice_id"].astext == invoice_id,
+            )
+        )
+        db.session.rollback()
+    return None if status is None else status.value
+
+
 @dataclass(frozen=True)
 class _BillingAccount:
     """The platform's own tenant, as plain data (it outlives the query that read it)."""

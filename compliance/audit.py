@@ -55,6 +55,15 @@ class AuditAction(enum.StrEnum):
     PLAN_CREATED = "plan.created"
     PLAN_UPDATED = "plan.updated"
     PLAN_RETIRED = "plan.retired"
+    STAFF_CREATED = "staff.created"
+    MEMBER_INVITED = "member.invited"
+    MEMBER_INVITE_REVOKED = "member.invite_revoked"
+    MEMBER_JOINED = "member.joined"
+    MEMBER_ROLE_CHANGED = "member.role_changed"
+    MEMBER_REMOVED = "member.removed"
+    MEMBER_PASSWORD_CHANGED = "member.password_changed"  # noqa: S105 (an action name)
+    MEMBER_TOTP_ENABLED = "member.totp_enabled"
+    MEMBER_TOTP_DISABLED = "member.totp_disabled"
 
 
 class ActorType(enum.StrEnum):
@@ -301,3 +310,33 @@ def on_endpoint_changed(
         tenant_id=tenant_id,
         diff={"before": before, "after": after},
     )
+
+
+def on_member_changed(
+    target,
+    *,
+    action: str,
+    target_type: str,
+    tenant_id: str,
+    actor_id: str | None,
+    actor_label: str | None,
+    diff: dict | None = None,
+    **_signal_data,
+) -> None:
+    """Receiver of tenants.members' `member_changed`: team and sign-in changes by a member."""
+    record(
+        AuditAction(action),
+        target_type=target_type,
+        target_id=target.id,
+        tenant_id=tenant_id,
+        diff=diff,
+        actor=Actor(ActorType.MEMBER, actor_id, actor_label),
+    )
+
+
+# Connected where its receiver lives: core.create_app always imports this module. (The other
+# receivers are connected in core._connect_domain_signals; blinker dedupes, so this line can
+# move there.)
+from tenants.members import member_changed  # noqa: E402
+
+member_changed.connect(on_member_changed)

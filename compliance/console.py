@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import rule_engine
-from sqlalchemy import select, text
+from sqlalchemy import any_, func, select, text
 
 from compliance import fraud
 from compliance.audit import Actor, ActorType, AuditAction, AuditEntry, record
@@ -344,3 +344,131 @@ def _block_phone(case: fraud.FraudReviewCase) -> str:
             )
         )
     return phone
+
+
+# --- for the console pages (frontend/compliance.py) -----------------------------------------
+
+
+def get_rule(rule_id: str) -> fraud.FraudRule:
+    rule = db.session.get(fraud.FraudRule, rule_id)
+    if rule is None:
+        raise NotFound(f"No fraud rule {rule_id}.", param="id")
+    return rule
+
+
+def next_rule_position() -> int:
+    """A position after every rule's: where a new rule goes unless told otherwise."""
+    highest = db.session.scalar(select(func.max(fraud.FraudRule.position)))
+    return 10 if highest is None else highest + 10
+
+
+def move_rule(staff, rule_id: str, direction: str) -> fraud.FraudRule:
+    """Move a rule one place up or down in match order. Positions are renumbered 10, 20, 30 …
+    in the new order (so they stay unique); every rule whose position changes is audited
+    (fraud_rule.changed) in one transaction that commits. Moving the first rule up or the
+    last one down changes nothing. Raises NotFound, ValidationFailed (direction)."""
+    if direction not in ("up", "down"):
+        raise ValidationFailed("direction: up or down.", param="direction")
+    rules = list(
+        db.session.scalars(
+            select(fraud.FraudRule).order_by(fraud.FraudRule.position, "id").with_for_update()
+        )
+    )
+    index = next((i for i, rule in enumerate(rules) if rule.id == rule_id), None)
+    if index is None:
+        db.session.rollback()
+        raise NotFound(f"No fraud rule {rule_id}.", param="id")
+    other = index - 1 if direction == "up" else index + 1
+    if 0 <= other < len(rules):
+        rules[index], rules[other] = rules[other], rules[index]
+    for place, rule in enumerate(rules, start=1):
+        if rule.position != place * 10:
+            before = _rule_state(rule)
+            rule.position = place * 10
+            db.session.flush()
+            _audit_rule(staff, rule, before=before)
+    moved = next(rule for rule in rules if rule.id == rule_id)
+    return _commit_rules(moved)
+
+
+def get_case(case_id: str) -> fraud.FraudReviewCase:
+    """One review case, its phone masked (`phone`)."""
+    case = db.session.get(fraud.FraudReviewCase, case_id)
+    if case is None:
+        raise NotFound(f"No review case {case_id}.", param="id")
+    return _mask(case)
+
+
+def case_push(case: fraud.FraudReviewCase) -> dict | None:
+    """The case's push as staff see it (amount, status, mode, time; no phone), or None when
+    the push no longer exists. Read by qualified name, like `_push_phone`."""
+    schema = quote_schema(schema_name_for(case.tenant_id))
+    row = (
+        db.session.execute(
+            text(
+                "SELECT id, amount, status, livemode, account_reference, created_at"  # noqa: S608
+                f" FROM {schema}.stk_pushes WHERE id = :id"
+            ),
+            {"id": case.stk_push_id},
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row is not None else None
+
+
+def case_assignees(case_ids: list[str]) -> dict[str, str]:
+    """Each case's current assignee (email), from its latest fraud_case.assigned audit
+    entry: the audit log is the record of assignments (the table has no assignee column)."""
+    if not case_ids:
+        return {}
+    rows = db.session.execute(
+        select(AuditEntry.target_id, AuditEntry.diff)
+        .where(
+            AuditEntry.action == AuditAction.FRAUD_CASE_ASSIGNED.value,
+            AuditEntry.target_type == "fraud_review_case",
+            AuditEntry.target_id.in_(case_ids),
+        )
+        .order_by(AuditEntry.seq)
+    )
+    assignees = {}
+    for case_id, diff in rows:
+        assignees[case_id] = ((diff or {}).get("after") or {}).get("assignee_email")
+    return assignees
+
+
+def add_case_note(staff, case_id: str, note: str) -> fraud.FraudReviewCase:
+    """Append a note to a case (`<email>: <note>`, one line each, never edited). Notes are
+    the reviewers' working record; the decisions they lead to (assign, resolve) are audited.
+    Raises NotFound, ValidationFailed (an empty note). Commits."""
+    note = " ".join((note or "").split())
+    if not note:
+        raise ValidationFailed("note: write something.", param="note")
+    case = _locked_case(case_id)
+    case.notes = f"{case.notes}\n{staff.email}: {note}".strip()
+    db.session.commit()
+    return _mask(case)
+
+
+def compliance_staff() -> list:
+    """Staff users holding the compliance role (who a case may be assigned to), by email."""
+    from staff.models import StaffRole, StaffUser
+
+    return list(
+        db.session.scalars(
+            select(StaffUser)
+            .where(StaffRole.COMPLIANCE.value == any_(StaffUser.roles))
+            .order_by(StaffUser.email)
+        )
+    )
+
+
+def tenant_names(tenant_ids) -> dict[str, str]:
+    """Business names by tenant id, for labelling rows on the console's pages."""
+    from tenants.models import Tenant
+
+    ids = {tenant_id for tenant_id in tenant_ids if tenant_id}
+    if not ids:
+        return {}
+    rows = db.session.execute(select(Tenant.id, Tenant.business_name).where(Tenant.id.in_(ids)))
+    return dict(rows.all())

@@ -210,16 +210,27 @@ def screen(tenant_id: str, push: ScreenedPush, now: datetime | None = None) -> D
         livemode=push.livemode,
         now=now,
     )
-    attributes = {
+    attributes = push_attributes(
+        push, at=now, tenant_created_at=created_at, plan=plan, counters=counters.__dict__
+    )
+    return decide(active_rules(), attributes)
+
+
+def push_attributes(
+    push: ScreenedPush, *, at: datetime, tenant_created_at: datetime, plan: str, counters: dict
+) -> dict:
+    """What a rule sees about one push attempt screened at `at`: ATTRIBUTE_TYPES' names.
+    `counters` holds the velocity ones (`velocity.Velocity`'s fields). Used by `screen` and by
+    the rule dry run (compliance.dry_run), so both evaluate the same attributes."""
+    return {
         "amount": push.amount,
         "phone": push.phone,
-        "tenant_age_days": (now - created_at).total_seconds() / 86400,
+        "tenant_age_days": (at - tenant_created_at).total_seconds() / 86400,
         "plan": plan,
         "livemode": push.livemode,
-        "hour_eat": now.astimezone(velocity.EAT).hour,
-        **counters.__dict__,
+        "hour_eat": at.astimezone(velocity.EAT).hour,
+        **counters,
     }
-    return decide(active_rules(), attributes)
 
 
 def refuse(decision: Decision) -> FraudBlocked:

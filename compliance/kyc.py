@@ -217,6 +217,21 @@ def get_submission(submission_id: str) -> KycSubmission:
     return submission
 
 
+def document_file(submission_id: str, document_id: str) -> tuple[KycDocument, Path]:
+    """A submission's document and where its bytes are stored, for a compliance user to
+    download. Raises KycMissing when the document is not this submission's or its file is
+    gone."""
+    document = db.session.get(KycDocument, document_id)
+    if document is None or document.submission_id != submission_id:
+        raise KycMissing("No such KYC document.")
+    root = storage_dir()
+    path = (root / document.storage_path).resolve()
+    # storage_path is built from ids only; refuse anything that would leave the store anyway.
+    if not path.is_relative_to(root) or not path.is_file():
+        raise KycMissing("This document's file is missing from storage.")
+    return document, path
+
+
 def approve_submission(submission_id: str, *, staff_id: str, staff_label: str) -> KycSubmission:
     """Approve a submission awaiting review and turn live mode on for its tenant (live keys
     then work once it also has M-Pesa credentials and a live-capable plan). Atomic with its

@@ -187,6 +187,10 @@ def _register_blueprints(app: Flask) -> None:
     ):
         api.register_blueprint(blueprint)
 
+    from frontend import init_frontend
+
+    init_frontend(app)
+
 
 def _register_request_hooks(app: Flask) -> None:
     from core.tenancy import clear_stale_binding, leave_tenant

@@ -139,12 +139,13 @@ def tenants() -> None:
 
 @tenants.command("demo")
 def tenants_demo() -> None:
-    """Create (or reuse) the demo tenant and print a fresh test key for it."""
+    """Create (or reuse) the demo tenant; print a fresh test key and dashboard sign-in."""
     from tenants.service import ensure_demo_tenant
 
-    tenant, issued = ensure_demo_tenant()
-    click.echo(f"demo tenant {tenant.id} ({tenant.business_name})")
-    click.echo(f"test key: {issued.secret}")
+    demo = ensure_demo_tenant()
+    click.echo(f"demo tenant {demo.tenant.id} ({demo.tenant.business_name})")
+    click.echo(f"test key: {demo.issued.secret}")
+    click.echo(f"dashboard sign-in: {demo.email} / {demo.password}")
 
 
 @main.command("worker")
@@ -301,6 +302,8 @@ def up(host: str, port: int, sandbox_port: int, web_workers: int, data_dir: str)
     try:
         _run(["db", "upgrade", "--quiet"])
         _run(["tenants", "demo"])
+        if os.environ["LANGO_ENV"] == "development":
+            _run(["staff", "demo"])
         lango = [sys.executable, "-m", "core.cli"]
         processes = [
             (
@@ -333,6 +336,9 @@ def up(host: str, port: int, sandbox_port: int, web_workers: int, data_dir: str)
             ),
         ]
         click.echo(f"Lango is up: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+        click.echo(
+            f"Dashboard: http://{host}:{port}/login   Staff: http://{host}:{port}/staff/login"
+        )
         click.echo(f"Other shells: `set -a; . {data_dir}/lango.env; set +a` then any lango command")
         stopped_on_request = _supervise(processes)
     finally:

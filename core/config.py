@@ -122,6 +122,11 @@ class Settings:
     STRIPE_API_KEY: str = ""
     STRIPE_API_BASE: str = ""  # e.g. a localstripe server in tests; empty = Stripe itself
     STRIPE_WEBHOOK_SECRET: str = ""
+    # The sign-up page collects cards with Stripe.js (loaded from STRIPE_JS_URL: localstripe
+    # serves a stand-in at <localstripe>/js.stripe.com/v3/) and this pk_… key; without a
+    # publishable key, paid plans are paid by M-Pesa from the billing page.
+    STRIPE_PUBLISHABLE_KEY: str = ""
+    STRIPE_JS_URL: str = "https://js.stripe.com/v3/"
     # An unpaid invoice suspends its tenant this many days after it falls due.
     INVOICE_GRACE_DAYS: int = 7
     # The tenant whose STK pushes collect Lango's own invoices (dogfooding); empty = off.

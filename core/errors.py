@@ -11,6 +11,7 @@ same id and no detail.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from flask import Flask, g, jsonify, request
@@ -135,7 +136,24 @@ def _respond(status: int, body: dict, headers: dict | None = None):
     return response
 
 
+# Renders an error as a page for browsers (the frontend plugs it in; None means "answer
+# JSON"), so that core never imports the frontend.
+_html_error_page: Callable[[int, str | None], object | None] | None = None
+
+
+def use_html_errors(renderer: Callable[[int, str | None], object | None]) -> None:
+    global _html_error_page
+    _html_error_page = renderer
+
+
+def _page(status: int, message: str | None):
+    return _html_error_page(status, message) if _html_error_page is not None else None
+
+
 def handle_lango_error(error: LangoError):
+    page = _page(error.status, error.message)
+    if page is not None:
+        return page
     body = error_body(
         error.status,
         error.type,
@@ -150,6 +168,9 @@ def handle_lango_error(error: LangoError):
 
 def handle_http_exception(error: HTTPException):
     status = error.code or 500
+    page = _page(status, error.description if status < 500 else None)
+    if page is not None:
+        return page
     if status == 429:
         return _rate_limited(error)
     type_, code, message = _HTTP_ERRORS.get(
@@ -175,6 +196,9 @@ def handle_unexpected(error: Exception):
     if isinstance(error, HTTPException):
         return handle_http_exception(error)
     logger.exception("unhandled error", extra={"error_class": type(error).__name__})
+    page = _page(500, None)
+    if page is not None:
+        return page
     return _respond(
         500,
         error_body(

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from compliance.audit import AuditAction, record
 from core import crypto
+from core.errors import ValidationFailed
 from core.extensions import db
 from payments.daraja import DarajaCredentials
 
@@ -64,6 +65,44 @@ def save_credentials(
     )
     db.session.commit()
     return row
+
+
+SECRET_FIELDS = ("consumer_key", "consumer_secret", "passkey")
+
+
+def change_credentials(
+    tenant_id: str,
+    *,
+    shortcode: str,
+    kind: str,
+    till_number: str | None,
+    consumer_key: str | None = None,
+    consumer_secret: str | None = None,
+    passkey: str | None = None,
+) -> MpesaCredentials:
+    """Like save_credentials, for write-only forms: a secret left out (None or empty) keeps
+    the stored one. The first save needs all three; ValidationFailed names the missing ones
+    (in `errors`, by field). Commits, audited like save_credentials."""
+    given = {"consumer_key": consumer_key, "consumer_secret": consumer_secret, "passkey": passkey}
+    missing = [name for name in SECRET_FIELDS if not given[name]]
+    row = get_credentials(tenant_id)
+    if row is None and missing:
+        raise ValidationFailed(
+            "The first save needs the consumer key, consumer secret and passkey.",
+            param=missing[0],
+            errors={name: ["Required for the first save."] for name in missing},
+        )
+    if row is not None:
+        stored = {
+            "consumer_key": row.consumer_key_encrypted,
+            "consumer_secret": row.consumer_secret_encrypted,
+            "passkey": row.passkey_encrypted,
+        }
+        for name in missing:
+            given[name] = crypto.decrypt(stored[name])
+    return save_credentials(
+        tenant_id, shortcode=shortcode, kind=kind, till_number=till_number, **given
+    )
 
 
 def _audited_state(row: MpesaCredentials) -> dict:

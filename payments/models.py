@@ -30,6 +30,8 @@ class StkPush(TenantBase):
     __table_args__ = (
         # Reconciliation reads only pending pushes; a partial index keeps that cheap.
         Index("ix_stk_pushes_pending", "created_at", postgresql_where="status = 'pending'"),
+        # Lists read one mode, newest id first, whichever mode is the rare one.
+        Index("ix_stk_pushes_livemode_id", "livemode", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

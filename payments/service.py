@@ -22,7 +22,7 @@ from sqlalchemy import or_, select
 
 from billing.quota import release as release_quota
 from billing.quota import reserve as reserve_quota
-from compliance.audit import AuditAction, record
+from compliance.audit import Actor, AuditAction, record
 from compliance.fraud import Outcome, ScreenedPush, open_review_case, refuse, screen
 from core.errors import LangoError, NotFound, PermissionDenied
 from core.events import record_event
@@ -78,7 +78,7 @@ class PushRequest:
     metadata: dict
 
 
-def initiate_push(caller: Caller, request: PushRequest) -> StkPush:
+def initiate_push(caller: Caller, request: PushRequest, *, actor: Actor | None = None) -> StkPush:
     """Create the push (pending) and ask Daraja to prompt the customer.
 
     The pending row is committed before Daraja is called, so a crash at any point leaves a
@@ -86,7 +86,8 @@ def initiate_push(caller: Caller, request: PushRequest) -> StkPush:
     FraudBlocked (403) leaves no push and no quota used; a `review` outcome opens a review
     case in the push's own transaction. Raises LivemodeNotEnabled, or
     DarajaUnavailable (after marking the push failed) when Daraja refused it or was surely
-    not reached; when Daraja may have acted on it, the push stays pending.
+    not reached; when Daraja may have acted on it, the push stays pending. `actor` is who
+    the audit trail names (default: the request's API key; the dashboard names its member).
     """
     require_tenant()
     credentials = daraja_credentials(caller.tenant_id, caller.livemode, caller.live_enabled)
@@ -121,6 +122,7 @@ def initiate_push(caller: Caller, request: PushRequest) -> StkPush:
         target_type="stk_push",
         target_id=push.id,
         tenant_id=caller.tenant_id,
+        actor=actor,
         diff={
             "after": {
                 "amount": push.amount,

@@ -56,6 +56,43 @@ def create(email: str, name: str, roles: tuple[str, ...], password: str) -> None
         click.echo(f"  {code}")
 
 
+@staff.command("demo")
+@with_appcontext
+def demo() -> None:
+    """Development only: create (or reset) the demo staff user and print its sign-in."""
+    from flask import current_app
+
+    from staff.demo import ensure_demo_staff
+
+    if not current_app.extensions["lango.settings"].is_development:
+        raise click.ClickException("`lango staff demo` runs only with LANGO_ENV=development.")
+    demo = ensure_demo_staff()
+    click.echo(f"staff sign-in (admin + compliance): {demo.email} / {demo.password}")
+    click.echo(f"  TOTP secret {demo.totp_secret} — add it to an authenticator app, or print")
+    click.echo(f"  the current code: lango staff code {demo.email}")
+
+
+@staff.command("code")
+@click.argument("email")
+@with_appcontext
+def code(email: str) -> None:
+    """Development only: print a staff user's current TOTP code."""
+    import pyotp
+    from flask import current_app
+    from sqlalchemy import select
+
+    from core.crypto import decrypt
+    from core.extensions import db
+    from staff.models import StaffUser
+
+    if not current_app.extensions["lango.settings"].is_development:
+        raise click.ClickException("`lango staff code` runs only with LANGO_ENV=development.")
+    staff = db.session.scalar(select(StaffUser).where(StaffUser.email == email.lower()))
+    if staff is None:
+        raise click.ClickException(f"No staff user {email}.")
+    click.echo(pyotp.TOTP(decrypt(staff.totp_secret)).now())
+
+
 def _terminal_qr(data: str) -> str:
     """The provisioning URI as a QR code drawn with text, for an authenticator app to scan."""
     out = io.StringIO()

@@ -49,6 +49,14 @@ def list_all_plans() -> list[Plan]:
     return list(db.session.scalars(select(Plan).order_by(Plan.position, Plan.code)))
 
 
+def get_any_plan(code: str) -> Plan:
+    """One plan, retired or not; NotFound when there is none."""
+    plan = db.session.get(Plan, code)
+    if plan is None:
+        raise NotFound(f"No plan {code!r}.", param="code")
+    return plan
+
+
 def _locked(code: str) -> Plan:
     plan = db.session.scalar(select(Plan).where(Plan.code == code).with_for_update())
     if plan is None:

@@ -82,8 +82,17 @@ class ProvisionedStaff:
     recovery_codes: list[str]
 
 
-def create_staff(email: str, name: str, password: str, roles: list[str]) -> ProvisionedStaff:
-    """Create a staff user with a fresh TOTP secret and recovery codes (commits)."""
+def create_staff(
+    email: str,
+    name: str,
+    password: str,
+    roles: list[str],
+    *,
+    created_by: StaffUser | None = None,
+) -> ProvisionedStaff:
+    """Create a staff user with a fresh TOTP secret and recovery codes (commits). When an
+    admin creates it (`created_by`), a `staff.created` audit entry (email, name, roles — no
+    secret) commits in the same transaction."""
     roles = sorted({StaffRole(role).value for role in roles})
     if not roles:
         raise ValidationFailed("A staff user needs at least one role.", param="roles")
@@ -105,11 +114,31 @@ def create_staff(email: str, name: str, password: str, roles: list[str]) -> Prov
         recovery_code_hashes=[_hash_code(code) for code in codes],
     )
     db.session.add(staff)
+    if created_by is not None:
+        db.session.flush()
+        audit.record(
+            audit.AuditAction.STAFF_CREATED,
+            target_type="staff_user",
+            target_id=staff.id,
+            tenant_id=None,
+            diff={"after": {"email": email, "name": name, "roles": roles}},
+            actor=audit.Actor(audit.ActorType.STAFF, created_by.id, created_by.email),
+        )
     db.session.commit()
     uri = pyotp.TOTP(secret, interval=TOTP_INTERVAL).provisioning_uri(
         name=email, issuer_name=ISSUER
     )
     return ProvisionedStaff(staff, uri, codes)
+
+
+def list_staff() -> list[StaffUser]:
+    """Every staff user, by email."""
+    return list(db.session.scalars(select(StaffUser).order_by(StaffUser.email)))
+
+
+def is_locked(staff: StaffUser) -> bool:
+    """Whether failed sign-ins have locked the account right now."""
+    return staff.locked_until is not None and staff.locked_until.timestamp() > clock()
 
 
 def check_password(email: str, password: str) -> StaffUser:
@@ -285,6 +314,8 @@ __all__ = [
     "clock",
     "create_staff",
     "end_session",
+    "is_locked",
+    "list_staff",
     "load_session_user",
     "verify_second_factor",
 ]

@@ -12,15 +12,17 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
-from billing.models import Subscription, UsageCounter
+from billing.models import Plan, Subscription, UsageCounter
+from compliance.audit import Actor, ActorType, AuditAction, record
+from compliance.kyc import KycSubmission
 from core.api import paginate
 from core.errors import Conflict, NotFound
 from core.extensions import db
 from core.ids import new_id
-from staff.models import AdminSuspension
-from tenants.models import Member, MemberRole, Tenant, TenantStatus
+from staff.models import AdminSuspension, StaffUser
+from tenants.models import ApiKey, Member, MemberRole, Tenant, TenantStatus
 
 logger = logging.getLogger("lango.staff.tenants")
 
@@ -47,26 +49,46 @@ class TenantView:
 
 
 def search_tenants(
-    *, status: str | None, plan: str | None, email: str | None, limit: int, **cursor
+    *,
+    status: str | None,
+    plan: str | None,
+    email: str | None,
+    limit: int,
+    query: str | None = None,
+    **cursor,
 ) -> dict:
     """A page of tenants, newest first, filtered by status, plan and a fragment of any of
-    their members' emails."""
+    their members' emails; `query` matches a fragment of the business name, the tenant id
+    or a fragment of a member's email (the admin console's one search box)."""
     statement = select(Tenant)
     if status:
         statement = statement.where(Tenant.status == TenantStatus(status))
     if plan:
         statement = statement.where(Tenant.plan == plan)
     if email:
-        fragment = email.strip().lower().replace("\\", "\\\\").replace("%", r"\%")
-        fragment = fragment.replace("_", r"\_")
+        statement = statement.where(Tenant.id.in_(_members_matching(email)))
+    if query and query.strip():
+        pattern = f"%{_like_escaped(query.strip())}%"
         statement = statement.where(
-            Tenant.id.in_(
-                select(Member.tenant_id).where(Member.email.like(f"%{fragment}%", escape="\\"))
+            or_(
+                Tenant.business_name.ilike(pattern, escape="\\"),
+                Tenant.id == query.strip().lower(),
+                Tenant.id.in_(_members_matching(query)),
             )
         )
     page = paginate(statement, Tenant.id, limit=limit, **cursor)
     page["data"] = [_view(tenant) for tenant in page["data"]]
     return page
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+
+
+def _members_matching(email: str):
+    """Ids of tenants with a member whose email contains `email` (a LIKE-safe fragment)."""
+    fragment = _like_escaped(email.strip().lower())
+    return select(Member.tenant_id).where(Member.email.like(f"%{fragment}%", escape="\\"))
 
 
 def get_tenant_view(tenant_id: str) -> TenantView:
@@ -147,3 +169,149 @@ def _view(tenant: Tenant) -> TenantView:
         ).all()
     )
     return TenantView(tenant, owner_email, suspension, usage.get(True, 0), usage.get(False, 0))
+
+
+# --- the admin console's tenant page --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeySummary:
+    """An API key as staff may see it: never the secret or its hash, only the prefix and
+    the last four characters."""
+
+    id: str
+    name: str
+    livemode: bool
+    prefix: str
+    last4: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= datetime.now(UTC):
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True)
+class MemberSummary:
+    email: str
+    role: MemberRole
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SuspensionRecord:
+    """One admin suspension, with the staff users' emails instead of their ids."""
+
+    reason: str
+    suspended_at: datetime
+    suspended_by: str | None
+    reinstated_at: datetime | None
+    reinstated_by: str | None
+
+
+@dataclass(frozen=True)
+class TenantDetail:
+    """Everything the admin console shows about one tenant (read-only)."""
+
+    view: TenantView
+    plan: Plan | None
+    subscription: Subscription | None
+    keys: list[KeySummary]
+    members: list[MemberSummary]
+    kyc: KycSubmission | None  # the latest submission
+    suspensions: list[SuspensionRecord]
+
+
+def get_tenant_detail(tenant_id: str, *, suspensions: int = 10) -> TenantDetail:
+    """The tenant with its plan and subscription, API keys of both modes (revoked and
+    expired included), members, latest KYC submission and its last admin suspensions.
+    Raises NotFound."""
+    view = get_tenant_view(tenant_id)
+    row = db.session.execute(
+        select(Subscription, Plan)
+        .join(Plan, Plan.code == Subscription.plan_code)
+        .where(Subscription.tenant_id == tenant_id)
+    ).one_or_none()
+    subscription, plan = row if row is not None else (None, db.session.get(Plan, view.plan))
+    keys = db.session.scalars(
+        select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.id.desc())
+    )
+    members = db.session.scalars(
+        select(Member).where(Member.tenant_id == tenant_id).order_by(Member.created_at, Member.id)
+    )
+    kyc = db.session.scalar(
+        select(KycSubmission)
+        .where(KycSubmission.tenant_id == tenant_id)
+        .order_by(KycSubmission.id.desc())
+        .limit(1)
+    )
+    return TenantDetail(
+        view=view,
+        plan=plan,
+        subscription=subscription,
+        keys=[_key_summary(key) for key in keys],
+        members=[MemberSummary(m.email, m.role, m.created_at) for m in members],
+        kyc=kyc,
+        suspensions=_suspension_history(tenant_id, suspensions),
+    )
+
+
+def audit_lifecycle(action: AuditAction, tenant_id: str, *, after: dict, staff) -> None:
+    """Audit a suspension or reinstatement by `staff` (commits). suspend_tenant and
+    reinstate_tenant commit the change themselves, so the entry follows in the next
+    transaction: a crash between the two would lose the entry, never invent one."""
+    record(
+        action,
+        target_type="tenant",
+        target_id=tenant_id,
+        tenant_id=tenant_id,
+        diff={"after": after},
+        actor=Actor(ActorType.STAFF, staff.id, staff.email),
+    )
+    db.session.commit()
+
+
+def _key_summary(key: ApiKey) -> KeySummary:
+    return KeySummary(
+        id=key.id,
+        name=key.name,
+        livemode=key.livemode,
+        prefix=key.prefix,
+        last4=key.last4,
+        created_at=key.created_at,
+        last_used_at=key.last_used_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+    )
+
+
+def _suspension_history(tenant_id: str, limit: int) -> list[SuspensionRecord]:
+    rows = db.session.scalars(
+        select(AdminSuspension)
+        .where(AdminSuspension.tenant_id == tenant_id)
+        .order_by(AdminSuspension.suspended_at.desc())
+        .limit(limit)
+    ).all()
+    staff_ids = {row.suspended_by for row in rows} | {row.reinstated_by for row in rows}
+    emails = dict(
+        db.session.execute(
+            select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(staff_ids - {None}))
+        ).all()
+    )
+    return [
+        SuspensionRecord(
+            reason=row.reason,
+            suspended_at=row.suspended_at,
+            suspended_by=emails.get(row.suspended_by, row.suspended_by),
+            reinstated_at=row.reinstated_at,
+            reinstated_by=emails.get(row.reinstated_by, row.reinstated_by),
+        )
+        for row in rows
+    ]

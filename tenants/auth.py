@@ -6,6 +6,8 @@ binding is set, so the request's own transactions all run in the tenant's schema
 
 from __future__ import annotations
 
+import hmac
+
 from flask import current_app, g, request
 
 from core.errors import AuthenticationFailed
@@ -17,13 +19,19 @@ from tenants.service import Caller, authenticate
 
 @login_manager.user_loader
 def load_member(member_id: str):
-    """Flask-Login's session user: a tenant member (the dashboard signs them in), or a staff
-    user, whose session ids are `staff:<id>:<nonce>` (staff.models.StaffUser.get_id)."""
+    """Flask-Login's session user: a tenant member (`<id>:<nonce>`, Member.get_id; the
+    dashboard signs them in), or a staff user (`staff:<id>:<nonce>`, StaffUser.get_id).
+    A session whose nonce is no longer the member's (signed out elsewhere, password
+    changed, removed from the team) loads nobody."""
     if member_id.startswith("staff:"):
         from staff.service import load_session_user
 
         return load_session_user(member_id)
-    return db.session.get(Member, member_id)
+    member_id, _, nonce = member_id.partition(":")
+    member = db.session.get(Member, member_id)
+    if member is None or not member.session_nonce or not nonce:
+        return None
+    return member if hmac.compare_digest(member.session_nonce, nonce) else None
 
 
 def authenticate_request() -> Caller:

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, DateTime, ForeignKey, String, func
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.extensions import db
@@ -19,8 +19,12 @@ class TenantStatus(enum.StrEnum):
 
 
 class MemberRole(enum.StrEnum):
+    """What a member may change in the dashboard: owners everything; developers keys,
+    webhooks and test pushes; viewers nothing (frontend.auth enforces it per page)."""
+
     OWNER = "owner"
     DEVELOPER = "developer"
+    VIEWER = "viewer"
 
 
 class Tenant(db.Model):
@@ -65,7 +69,34 @@ class Member(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[MemberRole] = mapped_column(text_enum(MemberRole, "member_role"))
+    # Optional second factor: the TOTP secret, encrypted (core.crypto); each step used once.
+    totp_secret: Mapped[str | None] = mapped_column(Text)
+    last_totp_step: Mapped[int | None] = mapped_column(BigInteger)
+    # Part of the session id: rotating it (sign-out, password change) ends every copy of a
+    # session cookie, which the server could not otherwise revoke.
+    session_nonce: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_nonce}"
+
+
+class MemberInvite(db.Model):
+    """An invite link to join a tenant's team with a role: the token's SHA-256 only, used once."""
+
+    __tablename__ = "member_invites"
+    __table_args__ = {"schema": "public"}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("public.tenants.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[MemberRole] = mapped_column(text_enum(MemberRole, "member_role"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ApiKey(db.Model):

@@ -243,20 +243,33 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def ensure_demo_tenant(email: str = "demo@lango.local") -> tuple[Tenant, IssuedKey]:
-    """The demo tenant `lango up` prints a key for. Idempotent: reuses the tenant and replaces
-    its previous demo key, since a secret cannot be shown twice."""
+@dataclass(frozen=True)
+class DemoTenant:
+    tenant: Tenant
+    issued: IssuedKey
+    email: str
+    password: str
+
+
+def ensure_demo_tenant(email: str = "demo@lango.local") -> DemoTenant:
+    """The demo tenant `lango up` prints a key and a dashboard sign-in for. Idempotent:
+    reuses the tenant, replaces its previous demo key and gives the owner a new password
+    (a secret cannot be shown twice), and ends the owner's sessions."""
+    password = secrets.token_urlsafe(12)
     member = db.session.scalar(select(Member).where(Member.email == email))
     if member is None:
-        signed_up = sign_up("Demo Shop", email, secrets.token_urlsafe(24))
-        return signed_up.tenant, signed_up.issued
+        signed_up = sign_up("Demo Shop", email, password)
+        return DemoTenant(signed_up.tenant, signed_up.issued, email, password)
     tenant = get_tenant(member.tenant_id)
+    member.password_hash = _password_hasher.hash(password)
+    member.session_nonce = None
     db.session.execute(
         update(ApiKey)
         .where(ApiKey.tenant_id == tenant.id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=datetime.now(UTC))
     )
-    return tenant, create_api_key(tenant.id, livemode=False, name="Default test key")
+    issued = create_api_key(tenant.id, livemode=False, name="Default test key")
+    return DemoTenant(tenant, issued, email, password)
 
 
 def _new_key(tenant_id: str, *, livemode: bool, name: str) -> IssuedKey:

@@ -137,6 +137,20 @@ def get_endpoint(endpoint_id: str, *, livemode: bool, for_update: bool = False) 
     return endpoint
 
 
+def endpoints_by_id(endpoint_ids, *, livemode: bool) -> dict[str, WebhookEndpoint]:
+    """The endpoints of this mode among `endpoint_ids`, by id (deleted ones are absent).
+    Read-only: the dashboard names each delivery's endpoint with it."""
+    ids = list(set(endpoint_ids))
+    if not ids:
+        return {}
+    rows = db.session.scalars(
+        select(WebhookEndpoint).where(
+            WebhookEndpoint.id.in_(ids), WebhookEndpoint.livemode == livemode
+        )
+    )
+    return {endpoint.id: endpoint for endpoint in rows}
+
+
 def update_endpoint(endpoint_id: str, *, livemode: bool, **changes) -> WebhookEndpoint:
     """Change url, enabled_events, description and/or enabled. Disabling records the reason
     "manual"; re-enabling a disabled endpoint forgets its failure run and redelivers what it

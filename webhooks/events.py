@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.errors import NotFound
 from core.events import Event
@@ -54,6 +54,23 @@ def list_events_statement(
             .exists()
         )
     return statement
+
+
+def delivery_counts(event_ids) -> dict[str, dict[str, int]]:
+    """How many deliveries of each event are in each status: {event_id: {status: n}}.
+    Read-only: the dashboard's event list summarises deliveries with it."""
+    ids = list(set(event_ids))
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        select(WebhookDelivery.event_id, WebhookDelivery.status, func.count())
+        .where(WebhookDelivery.event_id.in_(ids))
+        .group_by(WebhookDelivery.event_id, WebhookDelivery.status)
+    )
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    for event_id, status, count in rows:
+        counts[event_id][DeliveryStatus(status).value] = count
+    return dict(counts)
 
 
 def get_event(event_id: str, *, livemode: bool) -> EventDetail:
