@@ -60,8 +60,10 @@ def unknown_route(w):
     return w.client.get("/v1/no-such-thing")
 
 
-def unknown_route_asked_for_html(w):
-    return w.client.get("/no-such-page", headers={"Accept": "text/html"})
+def unknown_api_route_asked_for_html(w):
+    # API paths answer JSON whoever asks; other paths give browsers the product's 404 page
+    # (tests/frontend/test_pages_core.py).
+    return w.client.get("/v1/no-such-thing", headers={"Accept": "text/html"})
 
 
 def missing_docs_asset(w):
@@ -229,7 +231,7 @@ SIGNUP_FIELDS = frozenset({"business_name", "email", "password"})
 
 CASES = [
     (unknown_route, Expected(404, INVALID, "resource_missing")),
-    (unknown_route_asked_for_html, Expected(404, INVALID, "resource_missing")),
+    (unknown_api_route_asked_for_html, Expected(404, INVALID, "resource_missing")),
     (missing_docs_asset, Expected(404, INVALID, "resource_missing")),
     (doubled_slash_in_path, Expected(404, INVALID, "resource_missing")),
     (wrong_method, Expected(405, INVALID, "method_not_allowed", check=_allows("POST"))),

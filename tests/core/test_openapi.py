@@ -37,10 +37,13 @@ def spec(client):
 
 
 def _served_routes(app):
-    """{(method, openapi path): rule} for every route the app serves as API."""
+    """{(method, openapi path): rule} for every route the app serves as API (the frontend's
+    HTML pages, marked `is_page` by frontend.auth.page_blueprint, are not API operations)."""
     routes = {}
     for rule in app.url_map.iter_rules():
         if rule.endpoint in UNDOCUMENTED_ENDPOINTS or rule.rule.startswith(DOCS_ASSETS):
+            continue
+        if getattr(app.blueprints.get(rule.endpoint.split(".", 1)[0]), "is_page", False):
             continue
         path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - AUTOMATIC_METHODS:
