@@ -332,11 +332,3 @@ def on_member_changed(
         diff=diff,
         actor=Actor(ActorType.MEMBER, actor_id, actor_label),
     )
-
-
-# Connected where its receiver lives: core.create_app always imports this module. (The other
-# receivers are connected in core._connect_domain_signals; blinker dedupes, so this line can
-# move there.)
-from tenants.members import member_changed  # noqa: E402
-
-member_changed.connect(on_member_changed)

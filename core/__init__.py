@@ -59,6 +59,7 @@ def _connect_domain_signals() -> None:
     from core.events import event_recorded
     from core.ratelimit import use_tenant_limits
     from payments.service import push_finished
+    from tenants.members import member_changed
     from tenants.service import api_key_changed, tenant_created
     from webhooks.endpoints import endpoint_changed, use_endpoint_limits
     from webhooks.service import fan_out
@@ -77,6 +78,7 @@ def _connect_domain_signals() -> None:
     plan_changed.connect(audit.on_plan_changed)
     api_key_changed.connect(audit.on_api_key_changed)
     endpoint_changed.connect(audit.on_endpoint_changed)
+    member_changed.connect(audit.on_member_changed)
 
 
 def _flask_config(settings: Settings) -> dict:

@@ -22,6 +22,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, InputRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -57,10 +58,14 @@ class TenantSearchForm(FlaskForm):
     )
     status = SelectField(
         "Status",
-        choices=[("", "Any status"), ("active", "Active"), ("suspended", "Suspended")],
+        choices=[
+            SelectChoice("", "Any status"),
+            SelectChoice("active", "Active"),
+            SelectChoice("suspended", "Suspended"),
+        ],
         validators=[Optional()],
     )
-    plan = SelectField("Plan", choices=[("", "Any plan")], validators=[Optional()])
+    plan = SelectField("Plan", choices=[SelectChoice("", "Any plan")], validators=[Optional()])
 
 
 class SuspendForm(FlaskForm):
@@ -99,7 +104,10 @@ class StaffForm(FlaskForm):
     name = StringField("Name", validators=[InputRequired(), Length(max=100)])
     roles = MultiCheckboxField(
         "Roles",
-        choices=[(StaffRole.ADMIN.value, "Admin"), (StaffRole.COMPLIANCE.value, "Compliance")],
+        choices=[
+            SelectChoice(StaffRole.ADMIN.value, "Admin"),
+            SelectChoice(StaffRole.COMPLIANCE.value, "Compliance"),
+        ],
         validators=[InputRequired("Pick at least one role.")],
     )
     password = PasswordField(
@@ -120,7 +128,7 @@ def home():
 @bp.get("/tenants")
 def tenants():
     form = TenantSearchForm(formdata=request.args)
-    form.plan.choices = [("", "Any plan")] + [
+    form.plan.choices = [SelectChoice("", "Any plan")] + [
         (plan.code, plan.name) for plan in plan_admin.list_all_plans()
     ]
     if not form.validate():

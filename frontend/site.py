@@ -24,6 +24,7 @@ from wtforms import (
     StringField,
 )
 from wtforms import ValidationError as FieldError
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from billing import stripe_gateway
@@ -68,7 +69,10 @@ class SignupForm(FlaskForm):
     plan = SelectField("Plan", default=DEFAULT_PLAN)
     pay_with = RadioField(
         "Pay for a paid plan with",
-        choices=[(PAY_BY_CARD, "Card"), (PAY_BY_MPESA, "M-Pesa (from the Billing page)")],
+        choices=[
+            SelectChoice(PAY_BY_CARD, "Card"),
+            SelectChoice(PAY_BY_MPESA, "M-Pesa (from the Billing page)"),
+        ],
         default=PAY_BY_CARD,
         validators=[Optional()],
     )
@@ -278,11 +282,11 @@ def _settings():
     return current_app.extensions["lango.settings"]
 
 
-def _plan_choice(plan) -> tuple[str, str, dict]:
+def _plan_choice(plan) -> SelectChoice:
     price = f"{kes(plan.monthly_price)} a month" if plan.monthly_price else "free"
     label = f"{plan.name} — {price}" + ("" if plan.livemode_allowed else " (test mode only)")
     # signup.js shows the card field for paid plans only.
-    return plan.code, label, {"data-paid": "1"} if plan.monthly_price else {}
+    return SelectChoice(plan.code, label, {"data-paid": "1"} if plan.monthly_price else {})
 
 
 def _card_payments() -> bool:

@@ -24,6 +24,7 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 from wtforms import RadioField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, ValidationError
 
 from billing import invoices as invoice_service
@@ -147,7 +148,9 @@ def _billing_page(form: PlanForm, status: int = 200):
 
 def _plan_form() -> PlanForm:
     form = PlanForm()
-    form.plan.choices = [(plan.code, plan.name) for plan in subscription_service.list_plans()]
+    form.plan.choices = [
+        SelectChoice(plan.code, plan.name) for plan in subscription_service.list_plans()
+    ]
     if not form.is_submitted():
         try:
             form.plan.data = subscription_service.get_subscription(g.tenant.id).plan.code

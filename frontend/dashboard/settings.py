@@ -16,6 +16,7 @@ from flask import flash, g, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp
 
 from compliance import audit, kyc
@@ -52,7 +53,10 @@ def _secret_field(label: str) -> PasswordField:
 
 class CredentialsForm(FlaskForm):
     shortcode = StringField("Shortcode", filters=[_strip], validators=[DataRequired(), DIGITS])
-    kind = SelectField("Kind", choices=[("paybill", "Paybill"), ("till", "Till (Buy Goods)")])
+    kind = SelectField(
+        "Kind",
+        choices=[SelectChoice("paybill", "Paybill"), SelectChoice("till", "Till (Buy Goods)")],
+    )
     till_number = StringField("Till number", filters=[_strip], validators=[Optional(), DIGITS])
     consumer_key = _secret_field("Consumer key")
     consumer_secret = _secret_field("Consumer secret")
@@ -115,7 +119,10 @@ class AuditFilterForm(FlaskForm):
 
     action = SelectField(
         "Action",
-        choices=[("", "All actions"), *[(a.value, a.value) for a in audit.AuditAction]],
+        choices=[
+            SelectChoice("", "All actions"),
+            *[SelectChoice(action.value) for action in audit.AuditAction],
+        ],
         default="",
     )
 

@@ -11,6 +11,7 @@ from flask import flash, g, redirect, render_template, session, url_for
 from flask_login import logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, SelectField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from core.errors import LangoError
@@ -21,9 +22,9 @@ from tenants import members
 from tenants.models import MemberRole
 
 ROLE_CHOICES = [
-    (MemberRole.OWNER.value, "Owner — everything, including billing and the team"),
-    (MemberRole.DEVELOPER.value, "Developer — API keys, webhooks, test pushes"),
-    (MemberRole.VIEWER.value, "Viewer — reads everything, changes nothing"),
+    SelectChoice(MemberRole.OWNER.value, "Owner — everything, including billing and the team"),
+    SelectChoice(MemberRole.DEVELOPER.value, "Developer — API keys, webhooks, test pushes"),
+    SelectChoice(MemberRole.VIEWER.value, "Viewer — reads everything, changes nothing"),
 ]
 
 

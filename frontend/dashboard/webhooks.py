@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from flask import flash, g, make_response, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import URL, DataRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -39,13 +40,16 @@ EVENT_LABELS = {
     "ping": "Test pings",
 }
 EVENT_CHOICES = [
-    (endpoints.ALL_EVENTS, "All events, including types added later"),
-    *[(name, f"{name} — {EVENT_LABELS.get(name, name)}") for name in endpoints.EVENT_TYPES],
+    SelectChoice(endpoints.ALL_EVENTS, "All events, including types added later"),
+    *[
+        SelectChoice(name, f"{name} — {EVENT_LABELS.get(name, name)}")
+        for name in endpoints.EVENT_TYPES
+    ],
 ]
 GRACE_CHOICES = [
-    ("86400", "24 hours (recommended)"),
-    ("3600", "1 hour"),
-    ("0", "None — the old secret stops at once"),
+    SelectChoice("86400", "24 hours (recommended)"),
+    SelectChoice("3600", "1 hour"),
+    SelectChoice("0", "None — the old secret stops at once"),
 ]
 DISABLED_REASONS = {
     "manual": "disabled by a member of your team",
@@ -90,11 +94,16 @@ class EventFilterForm(FlaskForm):
         csrf = False  # a GET filter: nothing changes
 
     type = SelectField(
-        "Type", choices=[("", "All types"), *[(t, t) for t in endpoints.EVENT_TYPES]], default=""
+        "Type",
+        choices=[SelectChoice("", "All types"), *map(SelectChoice, endpoints.EVENT_TYPES)],
+        default="",
     )
     delivery_status = SelectField(
         "Delivery status",
-        choices=[("", "Any"), *[(s.value, s.value) for s in DeliveryStatus]],
+        choices=[
+            SelectChoice("", "Any"),
+            *[SelectChoice(status.value) for status in DeliveryStatus],
+        ],
         default="",
     )
 
