@@ -3,8 +3,6 @@ Daraja posts to. Parse, call the service, serialise."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import time
@@ -17,7 +15,7 @@ from core.errors import NotFound, PermissionDenied
 from core.extensions import db, limiter
 from core.idempotency import idempotent
 from core.tenancy import tenant_scope
-from payments import credentials, service
+from payments import credentials, reports, service
 from payments.models import StkPush
 from payments.schemas import (
     CallbackAckSchema,
@@ -79,22 +77,6 @@ class StkPushes(MethodView):
         return paginate(statement, StkPush.id, **cursor)
 
 
-EXPORT_COLUMNS = (
-    "id",
-    "status",
-    "livemode",
-    "phone_number",
-    "amount",
-    "account_reference",
-    "description",
-    "mpesa_receipt_number",
-    "result_code",
-    "result_description",
-    "created",
-    "updated",
-)
-
-
 @stk_pushes.get("/v1/stk-pushes/export")
 @stk_pushes.arguments(StkPushFilterSchema, location="query")
 @stk_pushes.response(
@@ -104,25 +86,8 @@ EXPORT_COLUMNS = (
 def export_stk_pushes(query):
     """Stream the pushes matching the filters as CSV."""
     statement = service.list_pushes_statement(livemode=current_caller().livemode, **query)
-    statement = statement.order_by(StkPush.id.desc()).execution_options(yield_per=500)
-    tenant_id = current_caller().tenant_id
-
-    def rows():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(EXPORT_COLUMNS)
-        with tenant_scope(tenant_id):
-            for push in db.session.scalars(statement):
-                item = StkPushSchema().dump(push)
-                writer.writerow([item[column] for column in EXPORT_COLUMNS])
-                if buffer.tell() > 16384:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-        yield buffer.getvalue()
-
     return Response(
-        stream_with_context(rows()),
+        stream_with_context(reports.pushes_csv(statement, current_caller().tenant_id)),
         mimetype="text/csv",
         headers={"Content-Disposition": 'attachment; filename="stk-pushes.csv"'},
     )

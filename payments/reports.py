@@ -23,7 +23,7 @@ from payments.models import MpesaCallback, PushStatus, StkPush
 from payments.schemas import StkPushSchema
 from payments.service import EAT
 
-# The CSV columns, in order: the same as `GET /v1/stk-pushes/export`.
+# The CSV columns, in order, of `GET /v1/stk-pushes/export` and the dashboard's export.
 EXPORT_COLUMNS = (
     "id",
     "status",
