@@ -37,13 +37,16 @@ class ServedApp:
 def sandbox_app(redis_url):
     from payments.sandbox import create_sandbox_app
 
-    return create_sandbox_app(
+    app = create_sandbox_app(
         {
             "SANDBOX_REDIS_URL": redis_url,
             "SANDBOX_CALLBACK_DELAY_SECONDS": CALLBACK_DELAY,
             "SANDBOX_LATE_CALLBACK_SECONDS": LATE_CALLBACK,
         }
     )
+    yield app
+    # Its callback thread reads Redis: stop it before the session's Redis goes away.
+    app.extensions["lango.sandbox"].dispatcher.stop()
 
 
 @pytest.fixture(scope="session")
