@@ -115,8 +115,11 @@ def has_totp(member: Member) -> bool:
 
 
 def start_session(member: Member) -> Member:
-    """A new session id for `member` (commits): every earlier session cookie stops working."""
-    member.session_nonce = secrets.token_urlsafe(24)
+    """Sign `member` in (commits). Signed-in devices share the member's session nonce, so a
+    sign-in on the phone leaves the laptop signed in; signing out, a password change or
+    removal clears it, which ends every session, and the next sign-in draws a new one."""
+    if not member.session_nonce:
+        member.session_nonce = secrets.token_urlsafe(24)
     db.session.commit()
     logger.info("member.login_succeeded", extra={"member_id": member.id})
     return member

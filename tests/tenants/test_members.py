@@ -57,6 +57,13 @@ def test_a_session_id_works_until_the_session_ends(app, app_context, tenant):
     assert members.start_session(member).get_id() != session_id
 
 
+def test_signing_in_on_a_second_device_keeps_the_first_signed_in(app, app_context, tenant):
+    member = members.start_session(owner_of(app, tenant))
+    laptop = member.get_id()
+    phone = members.start_session(member).get_id()
+    assert load_member(laptop) is member and load_member(phone) is member
+
+
 def test_totp_accepts_one_step_of_drift_and_each_step_once(app, app_context, tenant, clock):
     member = owner_of(app, tenant)
     secret = pyotp.random_base32()
