@@ -27,16 +27,12 @@ import argparse
 import os
 import secrets
 import signal
-import socket
-import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 # The project from its root, ahead of this folder (bench/tenants.py shadows `tenants`).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,6 +42,18 @@ import requests
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
+from bench.harness import (
+    LOG_DIR,
+    free_port,
+    fresh_database,
+    gunicorn_args,
+    percentile_ms,
+    raise_on_sigterm,
+    roomiest_plan,
+    servers,
+    start_process_group,
+    stop_process_group,
+)
 from billing.subscriptions import current_subscription
 from core import create_app
 from core.cli import upgrade_public
@@ -55,9 +63,6 @@ from payments import reports
 from tenants.models import Member
 from tenants.service import sign_up
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-LOG_DIR = ROOT / ".lango" / "bench" / "logs"
 SECRET_KEY = secrets.token_urlsafe(48)
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 REQUEST_TIMEOUT = 60.0
@@ -120,78 +125,15 @@ FROM stk_pushes WHERE created_at >= :period_start
 """
 
 
-# --- servers, database, gunicorn ----------------------------------------------------------
-
-
-@contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    """(PostgreSQL maintenance URL, Redis URL): the given ones, else embedded servers."""
-    database_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    embedded = None
-    if not database_url or not redis_url:
-        from core.embedded import start_embedded
-
-        embedded = start_embedded(ROOT / ".lango" / "bench", database="postgres")
-        database_url = database_url or embedded.database_url
-        redis_url = redis_url or embedded.redis_url
-    try:
-        yield (
-            database_url.replace("postgresql+psycopg://", "postgresql://", 1).replace(
-                "postgres://", "postgresql://", 1
-            ),
-            redis_url,
-        )
-    finally:
-        if embedded is not None:
-            embedded.stop()
-
-
-@contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    name = f"lango_bench_frontend_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+# --- gunicorn ----------------------------------------------------------------------------
 
 
 @contextmanager
 def gunicorn(port: int, env: dict, workers: int, threads: int) -> Iterator[str]:
     """Lango under gunicorn in its own process group, stopped (group and all) on the way out."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    args = [
-        str(BIN / "gunicorn"),
-        "wsgi:app",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--graceful-timeout",
-        "5",
-        "--no-control-socket",
-    ]
-    with open(LOG_DIR / "frontend-web.log", "wb") as log:
-        process = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
+    process = start_process_group(
+        gunicorn_args("wsgi:app", port, workers, threads), env, "frontend-web"
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -207,34 +149,10 @@ def gunicorn(port: int, env: dict, workers: int, threads: int) -> Iterator[str]:
                 time.sleep(0.1)
         yield url
     finally:
-        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-def _raise_on_sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt
+        stop_process_group(process, 15)
 
 
 # --- the tenant and its payments ----------------------------------------------------------
-
-
-def roomiest_plan() -> str | None:
-    """The plan with the largest test allowance (so the usage meter reads like a real one)."""
-    code = db.session.scalar(
-        text("SELECT code FROM public.plans WHERE active ORDER BY test_allowance DESC LIMIT 1")
-    )
-    db.session.rollback()
-    return code
 
 
 def seed(app, count: int) -> tuple[str, str, float]:
@@ -353,10 +271,6 @@ def measure(url: str, cookie: str, count: int, expect: str) -> tuple[list[float]
     return first_bytes, totals
 
 
-def percentile_ms(samples: list[float], percent: int) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1] * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payments", type=int, default=100_000)
@@ -365,9 +279,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="gunicorn threads per worker")
     parser.add_argument("--explain", action="store_true", help="print the queries' plans")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
 
-    with servers() as (server_url, redis_url), fresh_database(server_url) as database_url:
+    with (
+        servers() as (server_url, redis_url),
+        fresh_database(server_url, prefix="lango_bench_frontend") as database_url,
+    ):
         env = {
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,

@@ -23,8 +23,8 @@ configuration. After every "on" run it checks exactness per tenant: counter = us
 
 Tenants are signed up on a bench plan (test mode, an allowance no run reaches), so nothing
 is refused. Uses DATABASE_URL / REDIS_URL when set, else the embedded servers under
-.lango/bench. Works in a database of its own, created here and dropped at the end; writes
-nothing to Redis.
+.lango/bench. Works in a database of its own, created here and dropped at the end. In Redis
+it leaves only what every push leaves: fraud screening's velocity counters, which expire.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import statistics
 import sys
 import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +44,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
-from urllib.parse import urlsplit, urlunsplit
 
 # The project from its root, ahead of this folder (bench/tenants.py shadows `tenants`).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -56,6 +54,7 @@ from flask import Flask
 from sqlalchemy import text
 
 import payments.service
+from bench.harness import database_name, fresh_database, servers
 from core import create_app
 from core.cli import upgrade_public
 from core.extensions import db
@@ -64,7 +63,6 @@ from payments.daraja import StkPushAccepted
 from payments.service import PushRequest, initiate_push
 from tenants.service import Caller, sign_up
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = secrets.token_urlsafe(48)
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 BENCH_PLAN = "bench_quota"
@@ -73,47 +71,7 @@ BENCH_ALLOWANCE = 2_000_000_000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-# --- servers and database -----------------------------------------------------------------
-
-
-@contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    """(PostgreSQL maintenance URL, Redis URL): the given ones, else embedded servers
-    (stopped at the end unless they were already running)."""
-    database_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    embedded = None
-    if not database_url or not redis_url:
-        from core.embedded import start_embedded
-
-        # platformdirs warns when a container has no XDG_RUNTIME_DIR; nothing here needs it.
-        warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
-        embedded = start_embedded(ROOT / ".lango" / "bench", database="postgres")
-        database_url = database_url or embedded.database_url
-        redis_url = redis_url or embedded.redis_url
-    try:
-        yield (
-            database_url.replace("postgresql+psycopg://", "postgresql://", 1).replace(
-                "postgres://", "postgresql://", 1
-            ),
-            redis_url,
-        )
-    finally:
-        if embedded is not None:
-            embedded.stop()
-
-
-@contextmanager
-def fresh_database(server_url: str) -> Iterator[tuple[str, str]]:
-    """(URL, name) of a new database, dropped on the way out."""
-    name = f"lango_bench_quota_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}")), name
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+# --- CPU (Linux /proc) --------------------------------------------------------------------
 
 
 def postgres_cpu(database: str) -> dict[int, float] | None:
@@ -484,7 +442,11 @@ def main() -> None:
     run = secrets.token_hex(4)
     rows: list[Row] = []
     exactness: dict[int, Exactness] = {}
-    with servers() as (server_url, redis_url), fresh_database(server_url) as (url, database):
+    with (
+        servers() as (server_url, redis_url),
+        fresh_database(server_url, prefix="lango_bench_quota") as url,
+    ):
+        database = database_name(url)
         with psycopg.connect(url) as connection:
             version = connection.execute("SHOW server_version").fetchone()[0]
             commit_mode = connection.execute("SHOW synchronous_commit").fetchone()[0]

@@ -30,13 +30,9 @@ import statistics
 import sys
 import threading
 import time
-import warnings
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 # The project from its root, ahead of this folder (bench/tenants.py shadows `tenants`).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,6 +41,7 @@ import psycopg
 from cryptography.fernet import Fernet
 from flask import Flask
 
+from bench.harness import fresh_database, servers
 from compliance import velocity
 from compliance.audit import SYSTEM, AuditAction, record, verify_chain
 from compliance.fraud import ScreenedPush, active_rules, invalidate_rules, screen
@@ -54,51 +51,13 @@ from core.extensions import db
 from core.ids import new_id
 from tenants.service import sign_up
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = secrets.token_urlsafe(48)
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 
 
-@contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    """(PostgreSQL maintenance URL, Redis URL): the given ones, else embedded servers
-    (stopped at the end unless they were already running)."""
-    database_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    embedded = None
-    if not database_url or not redis_url:
-        from core.embedded import start_embedded
-
-        warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
-        embedded = start_embedded(ROOT / ".lango" / "bench", database="postgres")
-        database_url = database_url or embedded.database_url
-        redis_url = redis_url or embedded.redis_url
-    try:
-        yield (
-            database_url.replace("postgresql+psycopg://", "postgresql://", 1).replace(
-                "postgres://", "postgresql://", 1
-            ),
-            redis_url,
-        )
-    finally:
-        if embedded is not None:
-            embedded.stop()
-
-
-@contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """URL of a new database, dropped on the way out."""
-    name = f"lango_bench_screening_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def percentile_ms(values: list[float], percent: int) -> float:
+    # Not bench.harness's: NaN rather than an error below two samples (--screens 1, say),
+    # so a tiny run still prints all its figures.
     if len(values) < 2:
         return float("nan")
     return statistics.quantiles(values, n=100, method="inclusive")[percent - 1] * 1000
@@ -228,7 +187,10 @@ def main() -> None:
     args = parser.parse_args()
 
     run = secrets.token_hex(4)
-    with servers() as (server_url, redis_url), fresh_database(server_url) as url:
+    with (
+        servers() as (server_url, redis_url),
+        fresh_database(server_url, prefix="lango_bench_screening") as url,
+    ):
         with psycopg.connect(url) as connection:
             version = connection.execute("SHOW server_version").fetchone()[0]
             commit_mode = connection.execute("SHOW synchronous_commit").fetchone()[0]

@@ -32,19 +32,17 @@ import os
 import random
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 # The project from its root, ahead of this folder (bench/tenants.py shadows `tenants`).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -54,9 +52,21 @@ import requests
 from cryptography.fernet import Fernet
 from flask import Flask
 from redis import Redis
-from sqlalchemy import func, insert, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import func, insert, select
 
+from bench.harness import (
+    BIN,
+    LOG_DIR,
+    database_name,
+    free_port,
+    fresh_database,
+    gunicorn_args,
+    raise_on_sigterm,
+    roomiest_plan,
+    servers,
+    start_process_group,
+    stop_process_group,
+)
 from core import create_app
 from core.cli import upgrade_public
 from core.extensions import db
@@ -67,60 +77,13 @@ from payments.models import MpesaCallback, PushStatus, StkPush
 from payments.service import callback_token, hash_token
 from tenants.service import sign_up
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 SECRET_KEY = secrets.token_urlsafe(48)
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 SANDBOX_CONSUMER_KEY = "lango_sandbox_key"
 REQUEST_TIMEOUT = 30.0
-LOG_DIR = ROOT / ".lango" / "bench" / "logs"
 
 
-# --- servers, database, processes -------------------------------------------------------
-
-
-@contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    """(PostgreSQL maintenance URL, Redis URL): the given ones, else embedded servers
-    (stopped at the end unless they were already running)."""
-    database_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    embedded = None
-    if not database_url or not redis_url:
-        from core.embedded import start_embedded
-
-        embedded = start_embedded(ROOT / ".lango" / "bench", database="postgres")
-        database_url = database_url or embedded.database_url
-        redis_url = redis_url or embedded.redis_url
-    try:
-        yield (
-            database_url.replace("postgresql+psycopg://", "postgresql://", 1).replace(
-                "postgres://", "postgresql://", 1
-            ),
-            redis_url,
-        )
-    finally:
-        if embedded is not None:
-            embedded.stop()
-
-
-@contextmanager
-def fresh_database(server_url: str) -> Iterator[tuple[str, str]]:
-    """(URL, name) of a new database, dropped on the way out."""
-    name = f"lango_bench_stk_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}")), name
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+# --- processes ------------------------------------------------------------------------
 
 
 class Processes:
@@ -130,17 +93,7 @@ class Processes:
         self.running: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        with open(LOG_DIR / f"{name}.log", "wb") as log:
-            process = subprocess.Popen(
-                args,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,  # the sandbox's access log
-                stderr=log,
-                start_new_session=True,
-            )
+        process = start_process_group(args, env, name)
         self.running[name] = process
         return process
 
@@ -164,45 +117,11 @@ class Processes:
         process = self.running.pop(name, None)
         if process is None:
             return
-        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Workers outliving their master (killed): same group, so end them too.
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process, 15)
 
     def stop_all(self) -> None:
         for name in reversed(list(self.running)):
             self.stop(name)
-
-
-def gunicorn_args(app_path: str, port: int, workers: int, threads: int) -> list[str]:
-    """The one gunicorn command line both Lango and the floor run under."""
-    return [
-        str(BIN / "gunicorn"),
-        app_path,
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--graceful-timeout",
-        "5",
-        # gunicorn ≥ 25 claims one control socket per user; two servers would collide.
-        "--no-control-socket",
-    ]
-
-
-def _raise_on_sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 # --- CPU accounting (Linux /proc) -------------------------------------------------------
@@ -372,21 +291,6 @@ def print_result(result: LoadResult, unit: str) -> None:
 
 
 # --- the Lango side ---------------------------------------------------------------------
-
-
-def roomiest_plan() -> str | None:
-    """The plan with the largest test-mode allowance, so the quota on pushes (billing) does
-    not cut the run short; None (the default plan) where there are no plans."""
-    try:
-        if db.session.scalar(text("SELECT to_regclass('public.plans')")) is None:
-            return None
-        return db.session.scalar(
-            text("SELECT code FROM public.plans WHERE active ORDER BY test_allowance DESC LIMIT 1")
-        )
-    except DBAPIError:
-        return None
-    finally:
-        db.session.rollback()
 
 
 class Phones:
@@ -609,7 +513,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     callbacks = args.callbacks if args.callbacks is not None else args.requests
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
 
     run = secrets.token_hex(4)
     rng = random.Random()
@@ -624,7 +528,8 @@ def main() -> None:
     try:
         with ExitStack() as stack:
             server_url, redis_url = stack.enter_context(servers())
-            database_url, database = stack.enter_context(fresh_database(server_url))
+            database_url = stack.enter_context(fresh_database(server_url, prefix="lango_bench_stk"))
+            database = database_name(database_url)
             # Unwound first: processes stopped, this run's Redis keys deleted, before the
             # database is dropped and the servers stopped.
             stack.callback(forget_run_keys, redis_url, sandbox_url, sandbox_prefix, key_ids)

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,7 +28,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from unittest import mock
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from cryptography.fernet import Fernet
@@ -41,6 +39,7 @@ from sqlalchemy import Engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import core.migrations
+from bench.harness import ROOT, fresh_database, percentile_ms, servers
 from core import create_app
 from core.cli import main as lango
 from core.cli import upgrade_public
@@ -50,7 +49,6 @@ from core.migrations import TENANT_MIGRATIONS, provision_schema, tenant_head
 from core.tenancy import schema_name_for
 from tenants.service import sign_up
 
-ROOT = Path(__file__).resolve().parent.parent
 EXTRA_REVISION = "t9001_bench_events_note"
 SECRET_KEY = secrets.token_urlsafe(48)
 ENCRYPTION_KEY = Fernet.generate_key().decode()
@@ -68,39 +66,6 @@ class Figure:
         return f"  {self.label:<52} {self.value:>10}   {self.target:<10} {verdict}"
 
 
-@contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    """(PostgreSQL maintenance URL, Redis URL): the given ones, else embedded servers."""
-    database_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    embedded = None
-    if not database_url or not redis_url:
-        from core.embedded import start_embedded
-
-        # platformdirs warns when a container has no XDG_RUNTIME_DIR; nothing here needs it.
-        warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
-        embedded = start_embedded(ROOT / ".lango" / "bench", database="postgres")
-        database_url = database_url or embedded.database_url
-        redis_url = redis_url or embedded.redis_url
-    try:
-        yield database_url.replace("postgresql+psycopg://", "postgresql://", 1), redis_url
-    finally:
-        if embedded is not None:
-            embedded.stop()
-
-
-@contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    name = f"lango_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def app_config(database_url: str, redis_url: str) -> dict:
     return {
         "DATABASE_URL": database_url,
@@ -115,7 +80,7 @@ def app_config(database_url: str, redis_url: str) -> dict:
 @contextmanager
 def migrated_app(server_url: str, redis_url: str) -> Iterator[tuple[Flask, str]]:
     """The app on a fresh database with the public schema at head, inside an app context."""
-    with fresh_database(server_url) as database_url:
+    with fresh_database(server_url, prefix="lango_bench") as database_url:
         app = create_app(app_config(database_url, redis_url))
         with app.app_context():
             upgrade_public()
@@ -124,10 +89,6 @@ def migrated_app(server_url: str, redis_url: str) -> Iterator[tuple[Flask, str]]
             finally:
                 db.session.remove()
                 db.engine.dispose()
-
-
-def percentile_ms(samples: list[float], percent: int) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1] * 1000
 
 
 def measure_sign_ups(count: int) -> list[Figure]:

@@ -30,30 +30,36 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 # The project from its root, ahead of this folder (bench/tenants.py shadows `tenants`).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg
 from cryptography.fernet import Fernet
 from flask import Flask
 from redis import Redis
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
+from bench.harness import (
+    BIN,
+    LOG_DIR,
+    free_port,
+    fresh_database,
+    raise_on_sigterm,
+    servers,
+    start_process_group,
+    stop_process_group,
+)
 from core import create_app
 from core.cli import upgrade_public
 from core.events import record_event
@@ -64,11 +70,8 @@ from webhooks.endpoints import create_endpoint
 from webhooks.models import WebhookAttempt, WebhookDelivery
 from webhooks.service import QUEUE_NAME
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 SECRET_KEY = secrets.token_urlsafe(48)
 ENCRYPTION_KEY = Fernet.generate_key().decode()
-LOG_DIR = ROOT / ".lango" / "bench" / "logs"
 # The plan with room for endpoints (and no endpoint limit in the way).
 PLAN = "scale"
 EVENT_TYPE = "payment.succeeded"
@@ -76,90 +79,20 @@ EVENT_TYPE = "payment.succeeded"
 SLOW_SECONDS = 0.25
 
 
-# --- servers, database, processes -------------------------------------------------------
-
-
-@contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    """(PostgreSQL maintenance URL, Redis URL): the given ones, else embedded servers
-    (stopped at the end unless they were already running)."""
-    database_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    embedded = None
-    if not database_url or not redis_url:
-        from core.embedded import start_embedded
-
-        # platformdirs warns when a container has no XDG_RUNTIME_DIR; nothing here needs it.
-        warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
-        embedded = start_embedded(ROOT / ".lango" / "bench", database="postgres")
-        database_url = database_url or embedded.database_url
-        redis_url = redis_url or embedded.redis_url
-    try:
-        yield (
-            database_url.replace("postgresql+psycopg://", "postgresql://", 1).replace(
-                "postgres://", "postgresql://", 1
-            ),
-            redis_url,
-        )
-    finally:
-        if embedded is not None:
-            embedded.stop()
-
-
-@contextmanager
-def fresh_database(server_url: str) -> Iterator[tuple[str, str]]:
-    """(URL, name) of a new database, dropped on the way out."""
-    name = f"lango_bench_webhooks_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}")), name
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+# --- processes ------------------------------------------------------------------------
 
 
 @contextmanager
 def worker_processes(count: int, env: dict) -> Iterator[subprocess.Popen]:
     """`lango worker --processes count` in its own session (process group), stopped as a
     group on the way out: SIGTERM (RQ's warm shutdown), then SIGKILL."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    with open(LOG_DIR / "webhook-workers.log", "wb") as log:
-        process = subprocess.Popen(
-            [str(BIN / "lango"), "worker", "--processes", str(count)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
+    process = start_process_group(
+        [str(BIN / "lango"), "worker", "--processes", str(count)], env, "webhook-workers"
+    )
     try:
         yield process
     finally:
-        for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Workers outliving their master (killed): same group, so end them too.
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-def _raise_on_sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt
+        stop_process_group(process, 20)
 
 
 # --- CPU (Linux /proc) -----------------------------------------------------------------------
@@ -509,14 +442,17 @@ def main() -> None:
         "--drain", type=float, default=20.0, help="seconds to wait for the last deliveries"
     )
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     run = secrets.token_hex(4)
     tenant_ids: list[str] = []
     redis_url = ""
     try:
-        with servers() as (server_url, redis_url), fresh_database(server_url) as (database_url, _):
+        with (
+            servers() as (server_url, redis_url),
+            fresh_database(server_url, prefix="lango_bench_webhooks") as database_url,
+        ):
             lango_env = {
                 "DATABASE_URL": database_url,
                 "REDIS_URL": redis_url,
