@@ -346,7 +346,7 @@ def _block_phone(case: fraud.FraudReviewCase) -> str:
     return phone
 
 
-# --- for the console pages (frontend/compliance.py) -----------------------------------------
+# --- for the console pages (frontend/compliance/) -------------------------------------------
 
 
 def get_rule(rule_id: str) -> fraud.FraudRule:

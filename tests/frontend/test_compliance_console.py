@@ -122,7 +122,7 @@ def test_audit_search_finds_a_suspension_by_action_and_tenant(
 def test_audit_search_pages_with_a_cursor(app, compliance, tenant_factory):
     for _ in range(3):
         tenant_factory()
-    from frontend import compliance as views
+    from frontend.compliance import audit as views
 
     original, views.PAGE_SIZE = views.PAGE_SIZE, 2
     try:

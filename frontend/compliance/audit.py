@@ -1,0 +1,130 @@
+"""Compliance console: the audit log — search with filters, CSV export, and a check of the
+hash chain."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+from flask import (
+    Response,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    stream_with_context,
+    url_for,
+)
+from flask_wtf import FlaskForm
+from wtforms import DateField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import Length, Optional, ValidationError
+
+from compliance import console
+from compliance.audit import ActorType, AuditAction, verify_chain
+from frontend.compliance import PAGE_SIZE, bp, cursor_args, enum_choices
+from frontend.formatting import EAT
+
+
+class AuditFilterForm(FlaskForm):
+    class Meta:
+        csrf = False  # a search (GET) changes nothing
+
+    tenant_id = StringField("Tenant id", [Optional(), Length(max=40)])
+    actor_type = SelectField(
+        "Actor type", choices=[SelectChoice("", "Any actor"), *enum_choices(ActorType)], default=""
+    )
+    actor_id = StringField("Actor id", [Optional(), Length(max=64)])
+    action = SelectField(
+        "Action", choices=[SelectChoice("", "Any action"), *enum_choices(AuditAction)], default=""
+    )
+    occurred_gte = DateField("From (EAT)", [Optional()])
+    occurred_lte = DateField("To (EAT)", [Optional()])
+
+    def validate_occurred_lte(self, field) -> None:
+        if field.data and self.occurred_gte.data and field.data < self.occurred_gte.data:
+            raise ValidationError("The end date is before the start date.")
+
+    def filters(self) -> dict:
+        """The service's filters: empty fields left out, EAT days as UTC bounds."""
+        filters = {
+            name: getattr(self, name).data.strip()
+            for name in ("tenant_id", "actor_type", "actor_id", "action")
+            if (getattr(self, name).data or "").strip()
+        }
+        if self.occurred_gte.data:
+            filters["occurred_gte"] = _eat_midnight(self.occurred_gte.data)
+        if self.occurred_lte.data:
+            end = _eat_midnight(self.occurred_lte.data + timedelta(days=1))
+            filters["occurred_lte"] = end - timedelta(microseconds=1)
+        return filters
+
+
+def _eat_midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=EAT).astimezone(UTC)
+
+
+def diff_summary(diff: dict | None, limit: int = 140) -> str:
+    """An entry's reason or changed fields in a line: `reason: …` / `outcome: block → review`."""
+    if not isinstance(diff, dict):
+        return ""
+    before = diff.get("before") if isinstance(diff.get("before"), dict) else {}
+    after = diff.get("after") if isinstance(diff.get("after"), dict) else {}
+    parts = []
+    for key, value in after.items():
+        if key in before and before[key] == value:
+            continue
+        parts.append(f"{key}: {before[key]} → {value}" if key in before else f"{key}: {value}")
+    summary = "; ".join(parts)
+    return summary if len(summary) <= limit else summary[: limit - 1] + "…"
+
+
+@bp.get("/audit")
+def audit():
+    form = AuditFilterForm(request.args)
+    chain = session.pop("audit_chain", None)
+    if not form.validate():
+        return render_template("compliance/audit.html", form=form, page=None, chain=chain), 400
+    page = console.search_audit_log(limit=PAGE_SIZE, **cursor_args(), **form.filters())
+    names = console.tenant_names(entry.tenant_id for entry in page["data"])
+    export_args = {k: v for k, v in request.args.items() if k not in cursor_args() and v}
+    return render_template(
+        "compliance/audit.html",
+        form=form,
+        page=page,
+        names=names,
+        chain=chain,
+        export_url=url_for("compliance.audit_export", **export_args),
+        diff_summary=diff_summary,
+    )
+
+
+@bp.get("/audit/export")
+def audit_export():
+    form = AuditFilterForm(request.args)
+    if not form.validate():
+        flash("Fix the filters before exporting.", "error")
+        return render_template("compliance/audit.html", form=form, page=None, chain=None), 400
+    return Response(
+        stream_with_context(console.export_audit_log(**form.filters())),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="lango-audit-log.csv"'},
+    )
+
+
+@bp.post("/audit/verify")
+def audit_verify():
+    report = verify_chain()
+    result = {"ok": report.ok, "entries": report.entries, "checked_at": datetime.now(UTC)}
+    if report.ok:
+        flash(f"The audit chain is intact: {report.entries:,} entries checked.", "success")
+    else:
+        bad = report.first_bad
+        result.update(seq=bad.seq, id=bad.id, problem=report.problem)
+        flash(
+            f"The audit chain is broken at seq {bad.seq} ({bad.id}): {report.problem}. "
+            f"{report.entries:,} entries checked.",
+            "error",
+        )
+    session["audit_chain"] = result
+    return redirect(url_for("compliance.audit"))
