@@ -26,7 +26,7 @@ from core.config import load_settings
 
 # Lango, the Daraja sandbox and localstripe (a fake Stripe) served for real, for any test
 # package that needs them.
-pytest_plugins = ["tests.served", "tests.stripe_server", "tests.browser"]
+pytest_plugins = ["tests.served", "tests.stripe_server", "tests.browser", "tests.accounts"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32

@@ -11,9 +11,7 @@ from tests.compliance import test_staff_auth as staff_auth
 from tests.compliance.test_staff_auth import error_code, full_login, password_step
 
 # The staff fixtures, shared with the login tests.
-clock = staff_auth.clock
 staff = staff_auth.staff
-staff_factory = staff_auth.staff_factory
 
 LOGIN_STEPS = {"/v1/admin/login", "/v1/admin/login/totp"}
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}

@@ -16,9 +16,7 @@ from tests.compliance import test_staff_auth as staff_auth
 from tests.compliance.test_compliance_console import open_case, signed_in
 from tests.compliance.test_staff_auth import error_code
 
-clock = staff_auth.clock
 staff = staff_auth.staff
-staff_factory = staff_auth.staff_factory
 
 PLAN = {
     "code": "extras_test",

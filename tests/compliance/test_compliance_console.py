@@ -17,9 +17,7 @@ from tests.compliance import test_fraud
 from tests.compliance import test_staff_auth as staff_auth
 from tests.compliance.test_staff_auth import error_code, full_login, password_step, wrong_code
 
-clock = staff_auth.clock
 staff = staff_auth.staff
-staff_factory = staff_auth.staff_factory
 restore_rules = test_fraud.restore_rules
 
 COMPLIANCE_ROUTES = [

@@ -9,12 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.compliance import test_staff_auth as staff_auth
 from tests.compliance.test_staff_auth import error_code, full_login
 from tests.conftest import ApiClient
-
-clock = staff_auth.clock
-staff_factory = staff_auth.staff_factory
 
 KYC = "/v1/compliance/kyc"
 STKPUSHES = "/v1/stk-pushes"

@@ -3,85 +3,21 @@ sessions that expire and end, CSRF on state-changing calls, the `lango staff` co
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
-import pyotp
 import pytest
 
-STAFF_PASSWORD = "correct horse battery staple"
-
-
-@dataclass
-class Staff:
-    id: str
-    email: str
-    secret: str
-    recovery_codes: list[str]
-
-
-class Clock:
-    """The time staff.service sees; tests move it to walk through TOTP steps."""
-
-    def __init__(self):
-        # The middle of a 30 s step, so ±1 step is unambiguous.
-        self.now = (int(time.time()) // 30) * 30 + 15.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def code(self, secret: str, steps: int = 0) -> str:
-        return pyotp.TOTP(secret).at(self.now + steps * 30)
+from tests.accounts import STAFF_PASSWORD, Clock, StaffAccount
 
 
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr("staff.service.clock", clock)
-    return clock
-
-
-@pytest.fixture
-def staff_factory(app):
-    counter = iter(range(1000))
-
-    def make(*roles: str) -> Staff:
-        from core.crypto import decrypt
-        from core.extensions import db
-        from staff.service import create_staff
-
-        with app.app_context():
-            provisioned = create_staff(
-                f"staff{next(counter)}@lango.example",
-                "Wanjiku",
-                STAFF_PASSWORD,
-                list(roles or ("admin", "compliance")),
-            )
-            staff = Staff(
-                provisioned.staff.id,
-                provisioned.staff.email,
-                decrypt(provisioned.staff.totp_secret),
-                provisioned.recovery_codes,
-            )
-            db.session.remove()
-        return staff
-
-    return make
-
-
-@pytest.fixture
-def staff(staff_factory) -> Staff:
+def staff(staff_factory) -> StaffAccount:
     return staff_factory()
 
 
-def password_step(client, staff: Staff, password: str = STAFF_PASSWORD):
+def password_step(client, staff: StaffAccount, password: str = STAFF_PASSWORD):
     return client.post("/v1/admin/login", json={"email": staff.email, "password": password})
 
 
-def full_login(client, staff: Staff, clock: Clock) -> str:
+def full_login(client, staff: StaffAccount, clock: Clock) -> str:
     """Both steps, on a fresh time step; returns the session's CSRF token."""
     clock.advance(30)
     assert password_step(client, staff).status_code == 200
@@ -90,7 +26,7 @@ def full_login(client, staff: Staff, clock: Clock) -> str:
     return response.get_json()["csrf_token"]
 
 
-def wrong_code(staff: Staff, clock: Clock) -> str:
+def wrong_code(staff: StaffAccount, clock: Clock) -> str:
     """A code matching no step within ±10 of now."""
     near = {clock.code(staff.secret, steps) for steps in range(-10, 11)}
     return next(f"{n:06d}" for n in range(0, 1_000_000, 7919) if f"{n:06d}" not in near)

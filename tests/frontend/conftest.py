@@ -11,48 +11,17 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from dataclasses import dataclass
 
-import pyotp
 import pytest
 
-STAFF_PASSWORD = "correct horse battery staple"
+from tests.accounts import STAFF_PASSWORD, Clock, StaffAccount
+
 MEMBER_PASSWORD = "s3cure-Passw0rd"
 MEMBER_ROLES = ("owner", "developer", "viewer")
 STAFF_ROLES = ("admin", "compliance", "staff_password_only")
 ALL_ROLES = ("anonymous", *MEMBER_ROLES, *STAFF_ROLES)
 HTML = {"Accept": "text/html"}
-
-
-class Clock:
-    """The time staff.service sees, on a fresh TOTP step for every sign-in."""
-
-    def __init__(self):
-        self.now = (int(time.time()) // 30) * 30 + 15.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def code(self, secret: str) -> str:
-        return pyotp.TOTP(secret).at(self.now)
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr("staff.service.clock", clock)
-    return clock
-
-
-@dataclass
-class StaffAccount:
-    id: str
-    email: str
-    secret: str  # the TOTP secret, as an authenticator app holds it
 
 
 @dataclass
@@ -79,33 +48,6 @@ def post_form(client, path: str, data: dict | None = None, **kwargs):
     return client.post(
         path, data={"csrf_token": csrf_token(client), **(data or {})}, headers=HTML, **kwargs
     )
-
-
-@pytest.fixture
-def staff_factory(app):
-    counter = iter(range(10_000))
-
-    def make(*roles: str) -> StaffAccount:
-        from core.crypto import decrypt
-        from core.extensions import db
-        from staff.service import create_staff
-
-        with app.app_context():
-            provisioned = create_staff(
-                f"staff{next(counter)}-{secrets.token_hex(3)}@lango.example",
-                "Wanjiku Kamau",
-                STAFF_PASSWORD,
-                list(roles),
-            )
-            account = StaffAccount(
-                provisioned.staff.id,
-                provisioned.staff.email,
-                decrypt(provisioned.staff.totp_secret),
-            )
-            db.session.remove()
-        return account
-
-    return make
 
 
 def staff_sign_in(client, account: StaffAccount, clock: Clock, *, second_factor: bool = True):

@@ -13,7 +13,6 @@ from core.extensions import db
 from tests.frontend.conftest import (
     HTML,
     MEMBER_PASSWORD,
-    Clock,
     member_page,
     member_sign_in,
     post_form,
@@ -28,13 +27,6 @@ NEW_PASSWORD = "a-New-passw0rd"
 
 def test_access(check_access):
     check_access(ACCESS)
-
-
-@pytest.fixture
-def member_clock(monkeypatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr("tenants.members.clock", clock)
-    return clock
 
 
 def email_of(app, member_id: str) -> str:

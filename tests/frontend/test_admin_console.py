@@ -10,16 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from compliance.audit import AuditEntry
+from tests.accounts import STAFF_PASSWORD, StaffAccount
 from tests.conftest import ApiClient
-from tests.frontend.conftest import (
-    ADMIN_PAGE,
-    HTML,
-    STAFF_PASSWORD,
-    StaffAccount,
-    add_member,
-    post_form,
-    staff_sign_in,
-)
+from tests.frontend.conftest import ADMIN_PAGE, HTML, add_member, post_form, staff_sign_in
 
 ACCESS = [
     ("/admin", {**ADMIN_PAGE, "admin": 302}),

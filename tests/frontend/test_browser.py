@@ -32,7 +32,7 @@ import pyotp
 import pytest
 import requests
 
-from tests.frontend.conftest import STAFF_PASSWORD
+from tests.accounts import STAFF_PASSWORD
 
 pytestmark = pytest.mark.slow
 

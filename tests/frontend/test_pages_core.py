@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from tests.frontend.conftest import (
-    ALL_ROLES,
-    HTML,
-    STAFF_PASSWORD,
-    csrf_token,
-    post_form,
-    staff_sign_in,
-)
+from tests.accounts import STAFF_PASSWORD
+from tests.frontend.conftest import ALL_ROLES, HTML, csrf_token, post_form, staff_sign_in
 
 
 def test_unknown_page_is_a_404_page_for_browsers_and_json_for_clients(client):

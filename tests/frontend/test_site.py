@@ -15,11 +15,11 @@ from sqlalchemy import select, text
 from core.extensions import db
 from tenants import members
 from tenants.models import Member, MemberRole, Tenant
+from tests.accounts import Clock
 from tests.frontend.conftest import (
     ALL_ROLES,
     HTML,
     MEMBER_PASSWORD,
-    Clock,
     add_member,
     csrf_token,
     owner_id,
@@ -40,13 +40,6 @@ ACCESS = [
 
 def test_access(check_access):
     check_access(ACCESS)
-
-
-@pytest.fixture
-def member_clock(monkeypatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr("tenants.members.clock", clock)
-    return clock
 
 
 def new_email() -> str:

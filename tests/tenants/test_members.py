@@ -18,14 +18,7 @@ from tenants import members
 from tenants.auth import load_member
 from tenants.models import Member, MemberInvite, MemberRole
 from tenants.service import EmailTaken
-from tests.frontend.conftest import MEMBER_PASSWORD, Clock, add_member, owner_id
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr("tenants.members.clock", clock)
-    return clock
+from tests.frontend.conftest import MEMBER_PASSWORD, add_member, owner_id
 
 
 def owner_of(app, tenant) -> Member:
@@ -64,31 +57,31 @@ def test_signing_in_on_a_second_device_keeps_the_first_signed_in(app, app_contex
     assert load_member(laptop) is member and load_member(phone) is member
 
 
-def test_totp_accepts_one_step_of_drift_and_each_step_once(app, app_context, tenant, clock):
+def test_totp_accepts_one_step_of_drift_and_each_step_once(app, app_context, tenant, member_clock):
     member = owner_of(app, tenant)
     secret = pyotp.random_base32()
-    members.confirm_totp(member.id, secret, clock.code(secret))
+    members.confirm_totp(member.id, secret, member_clock.code(secret))
     totp = pyotp.TOTP(secret)
 
     with pytest.raises(members.TotpInvalid, match="already used"):
-        members.verify_member_totp(member.id, clock.code(secret))
-    clock.advance(60)
-    members.verify_member_totp(member.id, totp.at(clock.now - 30))  # one step behind: fine
+        members.verify_member_totp(member.id, member_clock.code(secret))
+    member_clock.advance(60)
+    members.verify_member_totp(member.id, totp.at(member_clock.now - 30))  # one step behind: fine
     with pytest.raises(members.TotpInvalid, match="already used"):
-        members.verify_member_totp(member.id, totp.at(clock.now - 30))
-    members.verify_member_totp(member.id, totp.at(clock.now + 30))  # one ahead: fine
-    clock.advance(300)
+        members.verify_member_totp(member.id, totp.at(member_clock.now - 30))
+    members.verify_member_totp(member.id, totp.at(member_clock.now + 30))  # one ahead: fine
+    member_clock.advance(300)
     with pytest.raises(members.TotpInvalid, match="Wrong code"):
-        members.verify_member_totp(member.id, totp.at(clock.now - 90))
+        members.verify_member_totp(member.id, totp.at(member_clock.now - 90))
     with pytest.raises(members.TotpInvalid, match="6-digit"):
         members.verify_member_totp(member.id, "12ab")
 
 
-def test_the_totp_secret_is_stored_encrypted(app, app_context, tenant, clock):
+def test_the_totp_secret_is_stored_encrypted(app, app_context, tenant, member_clock):
     member = owner_of(app, tenant)
     secret = members.begin_totp_enrollment(member.id).secret
     assert db.session.get(Member, member.id).totp_secret is None  # nothing until confirmed
-    members.confirm_totp(member.id, secret, clock.code(secret))
+    members.confirm_totp(member.id, secret, member_clock.code(secret))
     stored = db.session.get(Member, member.id).totp_secret
     assert stored and secret not in stored
     with pytest.raises(Conflict):
@@ -270,13 +263,13 @@ def test_removal_ends_the_members_sessions(app, app_context, tenant):
     assert load_member(session_id) is None
 
 
-def test_team_changes_are_audited_with_the_member_as_actor(app, app_context, tenant, clock):
+def test_team_changes_are_audited_with_the_member_as_actor(app, app_context, tenant, member_clock):
     owner = owner_of(app, tenant)
     invite, token = members.invite_member(tenant.id, email(), "developer", owner)
     joined = members.accept_invite(token, "joining-Passw0rd")
     members.change_role(tenant.id, joined.id, "viewer", owner)
     secret = pyotp.random_base32()
-    members.confirm_totp(joined.id, secret, clock.code(secret))
+    members.confirm_totp(joined.id, secret, member_clock.code(secret))
     members.change_password(joined.id, "joining-Passw0rd", "another-Passw0rd")
     members.remove_member(tenant.id, joined.id, owner)
 
