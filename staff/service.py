@@ -22,6 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 
 from compliance import audit
+from core import totp
 from core.crypto import decrypt, encrypt
 from core.errors import AuthenticationFailed, Conflict, RateLimited, ValidationFailed
 from core.extensions import db
@@ -30,8 +31,6 @@ from staff.models import SESSION_ID_PREFIX, StaffRole, StaffUser
 
 logger = logging.getLogger("lango.staff")
 
-TOTP_INTERVAL = 30
-TOTP_DRIFT_STEPS = 1
 # A code matching a step this far off is a wrong clock on the phone, not a guess.
 TOTP_SKEW_STEPS = 10
 RECOVERY_CODE_COUNT = 10
@@ -125,10 +124,7 @@ def create_staff(
             actor=audit.Actor(audit.ActorType.STAFF, created_by.id, created_by.email),
         )
     db.session.commit()
-    uri = pyotp.TOTP(secret, interval=TOTP_INTERVAL).provisioning_uri(
-        name=email, issuer_name=ISSUER
-    )
-    return ProvisionedStaff(staff, uri, codes)
+    return ProvisionedStaff(staff, totp.provisioning_uri(secret, email, ISSUER), codes)
 
 
 def list_staff() -> list[StaffUser]:
@@ -205,15 +201,14 @@ def end_session(staff_id: str) -> None:
 
 
 def _use_totp(staff: StaffUser, code: str) -> None:
-    code = code.strip().replace(" ", "")
-    if not (len(code) == 6 and code.isdigit()):
+    code = totp.normalised(code)
+    if code is None:
         _fail(staff, "totp_invalid")
         raise StaffAuthFailed("That is not a 6-digit code.", code="totp_invalid")
-    totp = pyotp.TOTP(decrypt(staff.totp_secret), interval=TOTP_INTERVAL)
-    current = int(clock() // TOTP_INTERVAL)
-    step = _matching_step(totp, code, current, TOTP_DRIFT_STEPS)
+    secret, now = decrypt(staff.totp_secret), clock()
+    step = totp.matching_step(secret, code, now)
     if step is None:
-        if _matching_step(totp, code, current, TOTP_SKEW_STEPS) is not None:
+        if totp.matching_step(secret, code, now, window=TOTP_SKEW_STEPS) is not None:
             _fail(staff, "totp_clock_skew")
             raise StaffAuthFailed(
                 "That code is for another time: set your phone's clock automatically.",
@@ -227,13 +222,6 @@ def _use_totp(staff: StaffUser, code: str) -> None:
             "That code was already used; wait for the next one.", code="totp_reused"
         )
     staff.last_totp_step = step
-
-
-def _matching_step(totp: pyotp.TOTP, code: str, current: int, window: int) -> int | None:
-    for offset in sorted(range(-window, window + 1), key=abs):
-        if hmac.compare_digest(totp.generate_otp(current + offset), code):
-            return current + offset
-    return None
 
 
 def _use_recovery_code(staff: StaffUser, recovery_code: str) -> None:

@@ -12,7 +12,6 @@ owners demoting each other at once cannot both succeed.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import re
 import secrets
@@ -25,6 +24,7 @@ from blinker import Namespace
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from core import totp
 from core.crypto import decrypt, encrypt
 from core.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
 from core.extensions import db
@@ -42,8 +42,6 @@ member_changed = Namespace().signal("member-changed")
 INVITE_LIFETIME = timedelta(days=7)
 MIN_PASSWORD_LENGTH = 10  # as the API's sign-up (tenants.schemas)
 MAX_PASSWORD_LENGTH = 128
-TOTP_INTERVAL = 30
-TOTP_DRIFT_STEPS = 1
 ISSUER = "Lango"
 _TOTP_SECRET = re.compile(r"[A-Z2-7]{32}")
 # Verified when the email is unknown, so the answer takes as long as for a known one.
@@ -165,9 +163,7 @@ def begin_totp_enrollment(member_id: str) -> TotpEnrollment:
 
 
 def totp_uri(secret: str, email: str) -> str:
-    return pyotp.TOTP(secret, interval=TOTP_INTERVAL).provisioning_uri(
-        name=email, issuer_name=ISSUER
-    )
+    return totp.provisioning_uri(secret, email, ISSUER)
 
 
 def is_totp_secret(secret: str | None) -> bool:
@@ -530,16 +526,11 @@ def _token_hash(token: str) -> str:
 
 def _accepted_step(secret: str, code: str, last_step: int | None) -> int:
     """The TOTP step `code` belongs to (now ±1 step), if later than `last_step`."""
-    code = (code or "").strip().replace(" ", "")
-    if not (len(code) == 6 and code.isdigit()):
+    code = totp.normalised(code)
+    if code is None:
         raise TotpInvalid("That is not a 6-digit code.")
-    totp = pyotp.TOTP(secret, interval=TOTP_INTERVAL)
-    current = int(clock() // TOTP_INTERVAL)
-    for offset in sorted(range(-TOTP_DRIFT_STEPS, TOTP_DRIFT_STEPS + 1), key=abs):
-        if hmac.compare_digest(totp.generate_otp(current + offset), code):
-            step = current + offset
-            break
-    else:
+    step = totp.matching_step(secret, code, clock())
+    if step is None:
         raise TotpInvalid()
     if last_step is not None and step <= last_step:
         raise TotpInvalid("That code was already used; wait for the next one.", code="totp_reused")
