@@ -12,8 +12,9 @@ from sqlalchemy import select
 
 from core.crypto import decrypt
 from core.extensions import db
+from core.passwords import hash_password
 from staff.models import StaffRole, StaffUser
-from staff.service import _password_hasher, create_staff
+from staff.service import create_staff
 
 DEMO_STAFF_EMAIL = "staff@lango.local"
 
@@ -34,7 +35,7 @@ def ensure_demo_staff(email: str = DEMO_STAFF_EMAIL) -> DemoStaff:
         roles = [StaffRole.ADMIN.value, StaffRole.COMPLIANCE.value]
         staff = create_staff(email, "Demo Staff", password, roles).staff
     else:
-        staff.password_hash = _password_hasher.hash(password)
+        staff.password_hash = hash_password(password)
         staff.failed_attempts = 0
         staff.locked_until = None
         staff.session_nonce = None

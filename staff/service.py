@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyotp
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 
 from compliance import audit
@@ -27,6 +25,7 @@ from core.crypto import decrypt, encrypt
 from core.errors import AuthenticationFailed, Conflict, RateLimited, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
+from core.passwords import hash_password, password_matches, spend_a_password_check
 from staff.models import SESSION_ID_PREFIX, StaffRole, StaffUser
 
 logger = logging.getLogger("lango.staff")
@@ -46,9 +45,6 @@ _AUDITED_EVENTS = {
     "staff.login_failed": audit.AuditAction.STAFF_LOGIN_FAILED,
 }
 
-_password_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
-# Verified when the email is unknown, so the answer takes as long as for a known one.
-_DUMMY_HASH = _password_hasher.hash(secrets.token_hex(16))
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 
 
@@ -106,7 +102,7 @@ def create_staff(
         id=new_id("stf"),
         email=email,
         name=name,
-        password_hash=_password_hasher.hash(password),
+        password_hash=hash_password(password),
         roles=roles,
         totp_secret=encrypt(secret),
         failed_attempts=0,
@@ -145,12 +141,12 @@ def check_password(email: str, password: str) -> StaffUser:
         select(StaffUser).where(StaffUser.email == email.strip().lower()).with_for_update()
     )
     if staff is None:
-        _verify_hash(_DUMMY_HASH, password)
+        spend_a_password_check(password)
         db.session.rollback()
         _log("staff.login_failed", None, "unknown_email")
         raise StaffAuthFailed()
     _refuse_if_locked(staff)
-    if not _verify_hash(staff.password_hash, password):
+    if not password_matches(staff.password_hash, password):
         _fail(staff, "password")
         raise StaffAuthFailed()
     staff_id = staff.id
@@ -274,13 +270,6 @@ def _log(event: str, staff_id: str | None, reason: str | None, **extra) -> None:
             actor=audit.Actor(audit.ActorType.STAFF, staff_id),
         )
         db.session.commit()
-
-
-def _verify_hash(password_hash: str, password: str) -> bool:
-    try:
-        return _password_hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 def _new_recovery_code() -> str:

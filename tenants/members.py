@@ -29,9 +29,10 @@ from core.crypto import decrypt, encrypt
 from core.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
+from core.passwords import hash_password, spend_a_password_check
 from tenants.models import Member, MemberInvite, MemberRole
 from tenants.schemas import _COMMON_PASSWORDS
-from tenants.service import EmailTaken, _password_hasher, normalize_email, verify_password
+from tenants.service import EmailTaken, normalize_email, verify_password
 
 logger = logging.getLogger("lango.members")
 
@@ -44,8 +45,6 @@ MIN_PASSWORD_LENGTH = 10  # as the API's sign-up (tenants.schemas)
 MAX_PASSWORD_LENGTH = 128
 ISSUER = "Lango"
 _TOTP_SECRET = re.compile(r"[A-Z2-7]{32}")
-# Verified when the email is unknown, so the answer takes as long as for a known one.
-_DUMMY_HASH = _password_hasher.hash(secrets.token_hex(16))
 
 
 def clock() -> float:
@@ -97,7 +96,7 @@ def authenticate_member(email: str, password: str) -> Member:
     taking the same time, for an unknown email and a wrong password)."""
     member = db.session.scalar(select(Member).where(Member.email == normalize_email(email)))
     if member is None:
-        _verify_hash(_DUMMY_HASH, password)
+        spend_a_password_check(password)
         db.session.rollback()
         logger.info("member.login_failed", extra={"reason": "unknown_email"})
         raise MemberAuthFailed()
@@ -229,7 +228,7 @@ def change_password(member_id: str, current_password: str, new_password: str) ->
     except ValidationFailed:
         db.session.rollback()
         raise
-    member.password_hash = _password_hasher.hash(new_password)
+    member.password_hash = hash_password(new_password)
     member.session_nonce = secrets.token_urlsafe(24)
     _audit(member, "member.password_changed", member.tenant_id, member)
     db.session.commit()
@@ -377,7 +376,7 @@ def accept_invite(token: str, password: str) -> Member:
         id=new_id("mem"),
         tenant_id=invite.tenant_id,
         email=invite.email,
-        password_hash=_password_hasher.hash(password),
+        password_hash=hash_password(password),
         role=invite.role,
     )
     invite.accepted_at = datetime.now(UTC)
@@ -452,13 +451,6 @@ def remove_member(tenant_id: str, member_id: str, by: Member) -> None:
 
 
 # --- internals ----------------------------------------------------------------------------
-
-
-def _verify_hash(password_hash: str, password: str) -> bool:
-    try:
-        return _password_hasher.verify(password_hash, password)
-    except Exception:
-        return False
 
 
 def _get(member_id: str) -> Member:

@@ -67,15 +67,15 @@ def add_member(app, tenant_id: str, role: str, email: str | None = None) -> str:
     """A member of `tenant_id` with `role` (as an accepted invite would make one)."""
     from core.extensions import db
     from core.ids import new_id
+    from core.passwords import hash_password
     from tenants.models import Member, MemberRole
-    from tenants.service import _password_hasher
 
     with app.app_context():
         member = Member(
             id=new_id("mem"),
             tenant_id=tenant_id,
             email=email or f"{role}-{secrets.token_hex(4)}@example.co.ke",
-            password_hash=_password_hasher.hash(MEMBER_PASSWORD),
+            password_hash=hash_password(MEMBER_PASSWORD),
             role=MemberRole(role),
         )
         db.session.add(member)
