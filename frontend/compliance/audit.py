@@ -3,7 +3,7 @@ hash chain."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 
 from flask import (
     Response,
@@ -16,14 +16,15 @@ from flask import (
     url_for,
 )
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectField, StringField
+from wtforms import SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional, ValidationError
 
 from compliance import console
 from compliance.audit import ActorType, AuditAction, verify_chain
 from frontend.compliance import PAGE_SIZE, bp, cursor_args, enum_choices
-from frontend.formatting import EAT
+from frontend.fields import EatDayField
+from payments.reports import eat_day
 
 
 class AuditFilterForm(FlaskForm):
@@ -38,8 +39,8 @@ class AuditFilterForm(FlaskForm):
     action = SelectField(
         "Action", choices=[SelectChoice("", "Any action"), *enum_choices(AuditAction)], default=""
     )
-    occurred_gte = DateField("From (EAT)", [Optional()])
-    occurred_lte = DateField("To (EAT)", [Optional()])
+    occurred_gte = EatDayField("From (EAT)")
+    occurred_lte = EatDayField("To (EAT)")
 
     def validate_occurred_lte(self, field) -> None:
         if field.data and self.occurred_gte.data and field.data < self.occurred_gte.data:
@@ -53,15 +54,10 @@ class AuditFilterForm(FlaskForm):
             if (getattr(self, name).data or "").strip()
         }
         if self.occurred_gte.data:
-            filters["occurred_gte"] = _eat_midnight(self.occurred_gte.data)
+            filters["occurred_gte"] = eat_day(self.occurred_gte.data)[0]
         if self.occurred_lte.data:
-            end = _eat_midnight(self.occurred_lte.data + timedelta(days=1))
-            filters["occurred_lte"] = end - timedelta(microseconds=1)
+            filters["occurred_lte"] = eat_day(self.occurred_lte.data)[1] - timedelta(microseconds=1)
         return filters
-
-
-def _eat_midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=EAT).astimezone(UTC)
 
 
 def diff_summary(diff: dict | None, limit: int = 140) -> str:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from flask import Response, current_app, g, render_template, request, stream_with_context
 from flask_wtf import FlaskForm
-from wtforms import DateField, IntegerField, SelectField, StringField
+from wtforms import IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import NumberRange, Optional, ValidationError
 
@@ -17,6 +17,7 @@ from core.api import paginate
 from core.extensions import db
 from core.tenancy import tenant_scope
 from frontend.dashboard import bp
+from frontend.fields import EatDayField
 from payments import reports, service
 from payments.models import StkPush
 from payments.phone import normalize_phone
@@ -43,8 +44,8 @@ class PaymentFilterForm(FlaskForm):
         default="",
     )
     phone_number = StringField("Phone number", validators=[Optional()])
-    date_from = DateField("From (EAT)", validators=[Optional()])
-    date_to = DateField("To (EAT)", validators=[Optional()])
+    date_from = EatDayField("From (EAT)")
+    date_to = EatDayField("To (EAT)")
     amount_min = IntegerField(
         "Min amount (KES)", validators=[Optional(), NumberRange(min=1, max=MAX_AMOUNT)]
     )
