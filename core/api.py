@@ -71,10 +71,16 @@ class LangoParser(FlaskParser):
                 code="invalid_json",
             )
         try:
-            return super().load_json(req, schema)
+            body = super().load_json(req, schema)
         except RecursionError:
             # Absurdly deep nesting exhausts the JSON decoder's stack: still just a bad body.
             raise _invalid_json() from None
+        _refuse_nul(body)
+        return body
+
+    def load_querystring(self, req, schema):
+        _refuse_nul(req.args)
+        return super().load_querystring(req, schema)
 
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
         raise _invalid_json()
@@ -82,6 +88,39 @@ class LangoParser(FlaskParser):
 
 def _invalid_json() -> ValidationFailed:
     return ValidationFailed("The request body is not valid JSON.", code="invalid_json")
+
+
+NUL_MESSAGE = "Must not contain the NUL character (\\u0000)."
+
+
+def field_with_nul(value, path: str = "") -> str | None:
+    """The first field of `value` (parsed JSON, or a query string's or form's MultiDict) whose
+    name or text holds a NUL character, as `a.b.0`; None when there is none. PostgreSQL
+    cannot store NUL in text or JSON, so such input is refused up front, never a 500."""
+    if hasattr(value, "lists"):  # a MultiDict, where a field may repeat
+        value = {key: "".join(values) for key, values in value.lists()}
+    if isinstance(value, str):
+        return (path or "_schema") if "\x00" in value else None
+    if isinstance(value, dict):
+        items = ((str(key), item) for key, item in value.items())
+    elif isinstance(value, list):
+        items = ((str(index), item) for index, item in enumerate(value))
+    else:
+        return None
+    for key, item in items:
+        name = f"{path}.{key}" if path else key
+        if "\x00" in key:
+            return name.replace("\x00", "\\u0000")
+        found = field_with_nul(item, name)
+        if found is not None:
+            return found
+    return None
+
+
+def _refuse_nul(value) -> None:
+    name = field_with_nul(value)
+    if name is not None:
+        raise validation_error({name: [NUL_MESSAGE]})
 
 
 class Blueprint(flask_smorest.Blueprint):

@@ -57,9 +57,9 @@ def idempotent(view=None, *, secret_in_response: bool = False):
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return view(*args, **kwargs)
-        if not key.strip() or len(key) > MAX_KEY_LENGTH:
+        if not key.strip() or len(key) > MAX_KEY_LENGTH or not key.isprintable():
             raise ValidationFailed(
-                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.",
                 param="Idempotency-Key",
             )
         livemode = g.caller.livemode

@@ -119,6 +119,25 @@ def invalid_query_parameter(w):
     return w.api().get("/v1/api-keys?limit=0")
 
 
+def nul_character_in_a_field(w):
+    # PostgreSQL cannot store NUL in text: refused by name, never a 500 from the database.
+    return w.client.post("/v1/signup", json={**SIGNUP, "business_name": "Mama\u0000Mboga"})
+
+
+def nul_character_in_a_metadata_key(w):
+    push = {"phone_number": "0708374149", "amount": 10, "metadata": {"order\u0000": "1"}}
+    return w.api().post("/v1/stk-pushes", json=push)
+
+
+def nul_character_in_the_query(w):
+    return w.api().get("/v1/stk-pushes?phone_number=0708\u0000374149")
+
+
+def nul_character_in_an_idempotency_key(w):
+    push = {"phone_number": "0708374149", "amount": 10, "account_reference": "INV1"}
+    return w.api().post("/v1/stk-pushes", json=push, headers={"Idempotency-Key": "order-1\u0000"})
+
+
 def no_authorization_header(w):
     return w.client.get("/v1/tenant")
 
@@ -253,6 +272,28 @@ CASES = [
     (
         invalid_query_parameter,
         Expected(400, INVALID, "parameter_invalid", "limit", frozenset({"limit"})),
+    ),
+    (
+        nul_character_in_a_field,
+        Expected(400, INVALID, "parameter_invalid", "business_name", frozenset({"business_name"})),
+    ),
+    (
+        nul_character_in_a_metadata_key,
+        Expected(
+            400,
+            INVALID,
+            "parameter_invalid",
+            "metadata.order\\u0000",
+            frozenset({"metadata.order\\u0000"}),
+        ),
+    ),
+    (
+        nul_character_in_the_query,
+        Expected(400, INVALID, "parameter_invalid", "phone_number", frozenset({"phone_number"})),
+    ),
+    (
+        nul_character_in_an_idempotency_key,
+        Expected(400, INVALID, "parameter_invalid", "Idempotency-Key"),
     ),
     (no_authorization_header, Expected(401, AUTH, "api_key_missing")),
     (not_a_bearer_token, Expected(401, AUTH, "api_key_missing")),
