@@ -24,6 +24,7 @@ from billing.quota import release as release_quota
 from billing.quota import reserve as reserve_quota
 from compliance.audit import Actor, AuditAction, record
 from compliance.fraud import Outcome, ScreenedPush, open_review_case, refuse, screen
+from core.api import field_with_nul
 from core.errors import LangoError, NotFound, PermissionDenied
 from core.events import record_event
 from core.extensions import db
@@ -243,7 +244,8 @@ def record_callback(token: str, raw_body: bytes, source_ip: str | None) -> Callb
         id=new_id("cb"),
         stk_push_id=push.id,
         source_ip=source_ip,
-        body=raw_body.decode("utf-8", errors="replace"),
+        # PostgreSQL text holds no NUL: kept as U+FFFD, as undecodable bytes are.
+        body=raw_body.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
         outcome=CallbackOutcome.RECEIVED.value,
     )
     db.session.add(callback)
@@ -292,6 +294,8 @@ class ParsedCallback:
 def _parse_callback(raw_body: bytes) -> ParsedCallback | None:
     try:
         body = json.loads(raw_body)["Body"]["stkCallback"]
+        if field_with_nul(body) is not None:
+            return None  # Daraja never sends one, and PostgreSQL could not store it
         items = {
             item.get("Name"): item.get("Value")
             for item in (body.get("CallbackMetadata") or {}).get("Item", [])

@@ -370,6 +370,44 @@ def test_callback_with_a_wrong_amount_is_flagged_not_applied(
         assert json.loads(callback.body) == forged_success
 
 
+def test_a_callback_with_nul_characters_is_kept_and_not_applied(
+    platform, app, api, tenant, monkeypatch
+):
+    token = {}
+    original = service.callback_token
+
+    def remember(tenant_id):
+        token["value"] = original(tenant_id)
+        return token["value"]
+
+    monkeypatch.setattr(service, "callback_token", remember)
+    push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
+    forged = {
+        "Body": {
+            "stkCallback": {
+                "CheckoutRequestID": push["checkout_request_id"],
+                "ResultCode": 1032,
+                "ResultDesc": "Request cancelled\u0000 by user",
+            }
+        }
+    }
+    url = f"{platform.url}/callbacks/mpesa/stk/{token['value']}"
+    response = requests.post(url, json=forged, timeout=5)
+    raw = requests.post(url, data=b'{"Body": "\x00"}', timeout=5)
+
+    assert response.status_code == 200 and raw.status_code == 200
+    assert api.get(f"{STKPUSHES}/{push['id']}").get_json()["status"] == "pending"
+    with app.app_context(), tenant_scope(tenant.id):
+        callbacks = db.session.scalars(
+            select(MpesaCallback).where(MpesaCallback.stk_push_id == push["id"])
+        ).all()
+        assert [callback.outcome for callback in callbacks] == ["unparseable", "unparseable"]
+        bodies = {callback.body for callback in callbacks}
+        assert '{"Body": "\ufffd"}' in bodies  # a raw NUL byte, kept as U+FFFD
+        bodies.remove('{"Body": "\ufffd"}')
+        assert json.loads(bodies.pop()) == forged  # the JSON escape is text, kept as sent
+
+
 def test_status_stream_emits_each_change_and_closes(platform, api, tenant):
     push_id = api.post(STKPUSHES, json=push_body()).get_json()["id"]
     response = requests.get(
