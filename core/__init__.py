@@ -206,6 +206,20 @@ def _register_request_hooks(app: Flask) -> None:
             logger.error("tenant binding found at request start; cleared")
 
     @app.before_request
+    def refuse_nul_in_the_url() -> None:
+        # PostgreSQL can neither store nor compare text holding NUL, and no id or filter
+        # needs one: refused before any query runs. (Bodies are checked where they are
+        # parsed: JSON in core.api.LangoParser, the pages' forms in frontend.auth.)
+        from core.api import NUL_MESSAGE, field_with_nul, validation_error
+        from core.errors import NotFound
+
+        if field_with_nul(request.view_args or {}) is not None:
+            raise NotFound()
+        name = field_with_nul(request.args)
+        if name is not None:
+            raise validation_error({name: [NUL_MESSAGE]})
+
+    @app.before_request
     def authenticate() -> None:
         blueprint = app.blueprints.get(request.blueprint or "")
         if getattr(blueprint, "authenticated", False):

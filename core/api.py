@@ -78,10 +78,6 @@ class LangoParser(FlaskParser):
         _refuse_nul(body)
         return body
 
-    def load_querystring(self, req, schema):
-        _refuse_nul(req.args)
-        return super().load_querystring(req, schema)
-
     def _handle_invalid_json_error(self, error, req, *args, **kwargs):
         raise _invalid_json()
 

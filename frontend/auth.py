@@ -17,7 +17,7 @@ from flask import Blueprint, abort, g, redirect, request, session, url_for
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 
-from core.api import NUL_MESSAGE, field_with_nul
+from core.api import NUL_MESSAGE, field_with_nul, validation_error
 from core.tenancy import enter_tenant
 from staff.models import StaffRole, StaffUser
 from tenants.models import Member, MemberRole
@@ -45,20 +45,19 @@ def page_blueprint(name: str, import_name: str, url_prefix: str | None = None, *
     )
     blueprint.is_page = True
     protect_forms(blueprint)
-    refuse_nul_input(blueprint)
+    refuse_nul_in_forms(blueprint)
     return blueprint
 
 
-def refuse_nul_input(blueprint: Blueprint) -> None:
-    """A query string or form holding a NUL character gets the 400 page naming the field:
-    PostgreSQL cannot store one, and no form field needs it."""
+def refuse_nul_in_forms(blueprint: Blueprint) -> None:
+    """A form field holding a NUL character gets the 400 page naming it: PostgreSQL cannot
+    store one, and no field needs it (the URL is checked app-wide, in core)."""
 
     @blueprint.before_request
-    def check_input() -> None:
-        for values in (request.args, request.form):
-            name = field_with_nul(values)
-            if name is not None:
-                abort(400, f"{name}: {NUL_MESSAGE}")
+    def check_form() -> None:
+        name = field_with_nul(request.form)
+        if name is not None:
+            raise validation_error({name: [NUL_MESSAGE]})
 
 
 def protect_forms(blueprint: Blueprint) -> None:

@@ -1,10 +1,11 @@
 """Odd input never breaks a page: every GET page, with query strings a person or a bot
-might type (wrong types, out-of-range dates, forged cursors, huge or odd values), and every
-form those pages show, posted with such values in every field, answer 200, a redirect or a
-4xx page; never a 500."""
+might type (wrong types, out-of-range dates, forged cursors, huge or odd values), every form
+those pages show, posted with such values in every field, and every route with an id in its
+path, given an id holding a NUL character, answer 200, a redirect or a 4xx; never a 500."""
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -122,3 +123,20 @@ def _shared_catalogs(app) -> tuple:
         rules = db.session.execute(text("SELECT * FROM public.fraud_rules ORDER BY id")).all()
         db.session.remove()
     return plans, rules
+
+
+def test_no_route_answers_500_to_a_nul_in_its_path(app, api, sign_in):
+    # As an API key holder, a tenant owner and each kind of staff: each reaches other routes.
+    clients = [api, *(sign_in(role).client for role in ("owner", "admin", "compliance"))]
+    failures = []
+    for rule in app.url_map.iter_rules():
+        if not rule.arguments or "GET" not in rule.methods or rule.endpoint == "site.static":
+            continue
+        path = re.sub(r"<[^>]+>", "ten_x%00y", rule.rule)
+        for client in clients:
+            response = client.get(path, headers=HTML)
+            response.get_data()
+            response.close()
+            if response.status_code >= 500:
+                failures.append(f"GET {path} → {response.status_code}")
+    assert not failures, "\n".join(sorted(set(failures)))
