@@ -114,7 +114,10 @@ def field_with_nul(value, path: str = "") -> str | None:
 
 
 def _refuse_nul(value) -> None:
-    name = field_with_nul(value)
+    try:
+        name = field_with_nul(value)
+    except RecursionError:
+        raise _invalid_json() from None  # nested to the edge of what the decoder allows
     if name is not None:
         raise validation_error({name: [NUL_MESSAGE]})
 
