@@ -322,9 +322,9 @@ def test_forged_callback_tokens_are_404(platform, tenant):
         assert response.json()["error"]["code"] == "resource_missing"
 
 
-def test_callback_with_a_wrong_amount_is_flagged_not_applied(
-    platform, app, api, tenant, monkeypatch
-):
+@pytest.fixture
+def callback_token(monkeypatch) -> dict:
+    """{"value": the callback URL token of the latest push made}, for forging callbacks."""
     token = {}
     original = service.callback_token
 
@@ -333,6 +333,12 @@ def test_callback_with_a_wrong_amount_is_flagged_not_applied(
         return token["value"]
 
     monkeypatch.setattr(service, "callback_token", remember)
+    return token
+
+
+def test_callback_with_a_wrong_amount_is_flagged_not_applied(
+    platform, app, api, tenant, callback_token
+):
     push = api.post(STKPUSHES, json=push_body("254700000099", amount=500)).get_json()
     forged_success = {
         "Body": {
@@ -353,9 +359,8 @@ def test_callback_with_a_wrong_amount_is_flagged_not_applied(
             }
         }
     }
-    response = requests.post(
-        f"{platform.url}/callbacks/mpesa/stk/{token['value']}", json=forged_success, timeout=5
-    )
+    url = f"{platform.url}/callbacks/mpesa/stk/{callback_token['value']}"
+    response = requests.post(url, json=forged_success, timeout=5)
 
     assert response.status_code == 200
     assert response.json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
@@ -371,16 +376,8 @@ def test_callback_with_a_wrong_amount_is_flagged_not_applied(
 
 
 def test_a_callback_with_nul_characters_is_kept_and_not_applied(
-    platform, app, api, tenant, monkeypatch
+    platform, app, api, tenant, callback_token
 ):
-    token = {}
-    original = service.callback_token
-
-    def remember(tenant_id):
-        token["value"] = original(tenant_id)
-        return token["value"]
-
-    monkeypatch.setattr(service, "callback_token", remember)
     push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
     forged = {
         "Body": {
@@ -391,7 +388,7 @@ def test_a_callback_with_nul_characters_is_kept_and_not_applied(
             }
         }
     }
-    url = f"{platform.url}/callbacks/mpesa/stk/{token['value']}"
+    url = f"{platform.url}/callbacks/mpesa/stk/{callback_token['value']}"
     response = requests.post(url, json=forged, timeout=5)
     raw = requests.post(url, data=b'{"Body": "\x00"}', timeout=5)
 
