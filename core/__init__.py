@@ -195,6 +195,8 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_request_hooks(app: Flask) -> None:
+    from core.api import NUL_MESSAGE, field_with_nul, validation_error
+    from core.errors import NotFound
     from core.tenancy import clear_stale_binding, leave_tenant
     from tenants.auth import authenticate_request
 
@@ -210,9 +212,6 @@ def _register_request_hooks(app: Flask) -> None:
         # PostgreSQL can neither store nor compare text holding NUL, and no id or filter
         # needs one: refused before any query runs. (Bodies are checked where they are
         # parsed: JSON in core.api.LangoParser, the pages' forms in frontend.auth.)
-        from core.api import NUL_MESSAGE, field_with_nul, validation_error
-        from core.errors import NotFound
-
         if field_with_nul(request.view_args or {}) is not None:
             raise NotFound()
         name = field_with_nul(request.args)
