@@ -76,6 +76,8 @@ def _schedule(value: str) -> tuple[int, ...]:
 
 def _encryption_keys(value: str) -> tuple[str, ...]:
     keys = tuple(key.strip() for key in value.split(",") if key.strip())
+    if not keys:
+        raise ValueError("must list at least one Fernet key")
     for key in keys:
         Fernet(key)  # raises ValueError on a malformed key
     return keys
@@ -88,7 +90,8 @@ class Settings:
     DATABASE_URL: str
     REDIS_URL: str
     SECRET_KEY: str
-    # Fernet keys, newest first; older keys stay to decrypt until rotated out.
+    # Fernet keys, newest first; older keys stay to decrypt until rotated out. Required:
+    # webhook signing secrets (a core feature) and live Daraja credentials are stored with it.
     ENCRYPTION_KEYS: tuple[str, ...] = ()
     LANGO_ENV: str = "production"
     LOG_LEVEL: str = "INFO"
@@ -173,12 +176,32 @@ _PARSERS = {
     "WEBHOOK_DISABLE_AFTER_SECONDS": _positive_int,
 }
 
-_REQUIRED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
+_REQUIRED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ENCRYPTION_KEYS")
+
+# Optional features and the variables each needs once it is switched on: (feature switched on
+# by, needs, what breaks without it).
+_FEATURE_NEEDS = (
+    (
+        "STRIPE_API_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "Stripe billing is on (STRIPE_API_KEY) but its events could not be verified, so paid "
+        "and failed card payments would never reach Lango",
+    ),
+    (
+        "STRIPE_PUBLISHABLE_KEY",
+        "STRIPE_API_KEY",
+        "the sign-up page would collect cards for a Stripe account Lango cannot charge",
+    ),
+)
 
 _HINT = (
     "Set it in the environment or in .env; `./dev.sh up` starts embedded PostgreSQL and "
     "Redis and sets these for you."
 )
+_HOW_TO_SET = {
+    "ENCRYPTION_KEYS": "Generate a key with `python -c 'from cryptography.fernet import "
+    "Fernet; print(Fernet.generate_key().decode())'` and set it in the environment or in .env."
+}
 
 
 def load_settings(overrides: dict | None = None) -> Settings:
@@ -194,7 +217,10 @@ def load_settings(overrides: dict | None = None) -> Settings:
     values: dict = {}
     for name in _REQUIRED:
         if not str(source.get(name, "")).strip():
-            problems.append(f"{name} is not set. {_HINT}")
+            problems.append(f"{name} is not set. {_HOW_TO_SET.get(name, _HINT)}")
+    for switch, needed, consequence in _FEATURE_NEEDS:
+        if str(source.get(switch, "")).strip() and not str(source.get(needed, "")).strip():
+            problems.append(f"{needed} is not set: {consequence}.")
     for name, raw in source.items():
         parser = _PARSERS.get(name)
         if parser is None or not isinstance(raw, str):

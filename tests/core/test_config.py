@@ -10,6 +10,7 @@ from core.config import ConfigError, Settings, load_settings
 
 SETTING_NAMES = [f.name for f in dataclasses.fields(Settings) if f.name != "extra"]
 VALID_SECRET = "s" * 32
+VALID_ENCRYPTION_KEY = Fernet.generate_key().decode()
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def _problems(**env) -> str:
 def test_every_missing_required_variable_is_named_in_one_error(bare_env):
     message = _problems()
 
-    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY"):
+    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ENCRYPTION_KEYS"):
         assert f"{name} is not set" in message
 
 
@@ -83,7 +84,12 @@ def test_missing_and_invalid_variables_are_reported_together(bare_env):
 )
 def test_postgres_urls_are_normalised_to_psycopg3(bare_env, given):
     settings = load_settings(
-        {"DATABASE_URL": given, "REDIS_URL": "redis://cache:6379/0", "SECRET_KEY": VALID_SECRET}
+        {
+            "DATABASE_URL": given,
+            "REDIS_URL": "redis://cache:6379/0",
+            "SECRET_KEY": VALID_SECRET,
+            "ENCRYPTION_KEYS": VALID_ENCRYPTION_KEY,
+        }
     )
 
     assert settings.DATABASE_URL == "postgresql+psycopg://lango:pw@db:5432/lango"
@@ -111,6 +117,7 @@ def test_overrides_win_over_the_environment(bare_env, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "mysql://ignored")
     monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
     monkeypatch.setenv("SECRET_KEY", VALID_SECRET)
+    monkeypatch.setenv("ENCRYPTION_KEYS", VALID_ENCRYPTION_KEY)
 
     settings = load_settings({"DATABASE_URL": "postgresql://lango@db/lango"})
 
@@ -122,6 +129,7 @@ def test_dotenv_in_the_working_directory_is_read_and_the_environment_wins(bare_e
         "DATABASE_URL=postgres://lango@from-dotenv/lango\n"
         "REDIS_URL=redis://from-dotenv:6379/0\n"
         f"SECRET_KEY={VALID_SECRET}\n"
+        f"ENCRYPTION_KEYS={VALID_ENCRYPTION_KEY}\n"
     )
     monkeypatch.setenv("REDIS_URL", "redis://from-env:6379/0")
 
@@ -142,3 +150,54 @@ def test_dotenv_outside_the_working_directory_is_not_read(bare_env, monkeypatch)
     message = _problems()
 
     assert "DATABASE_URL is not set" in message
+
+
+def _required(**extra) -> dict:
+    return {
+        "DATABASE_URL": "postgresql://lango@db/lango",
+        "REDIS_URL": "redis://cache:6379/0",
+        "SECRET_KEY": VALID_SECRET,
+        "ENCRYPTION_KEYS": VALID_ENCRYPTION_KEY,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("given", [None, "", " , "])
+def test_start_up_refuses_a_platform_without_encryption_keys(bare_env, given):
+    # Webhook signing secrets are stored encrypted: without a key, creating a webhook
+    # endpoint would answer 500 long after start-up.
+    env = _required()
+    if given is None:
+        del env["ENCRYPTION_KEYS"]
+    else:
+        env["ENCRYPTION_KEYS"] = given
+
+    message = _problems(**env)
+
+    assert "ENCRYPTION_KEYS" in message
+    assert "Fernet.generate_key()" in message or "at least one Fernet key" in message
+
+
+@pytest.mark.parametrize(
+    ("switched_on", "needed"),
+    [
+        ({"STRIPE_API_KEY": "sk_test_x"}, "STRIPE_WEBHOOK_SECRET"),
+        ({"STRIPE_PUBLISHABLE_KEY": "pk_test_x"}, "STRIPE_API_KEY"),
+    ],
+)
+def test_an_optional_feature_switched_on_names_the_variable_it_still_needs(
+    bare_env, switched_on, needed
+):
+    message = _problems(**_required(**switched_on))
+
+    assert f"{needed} is not set" in message
+
+
+def test_stripe_fully_configured_starts(bare_env):
+    settings = load_settings(
+        _required(
+            STRIPE_API_KEY="sk_test_x", STRIPE_WEBHOOK_SECRET="whsec_x", STRIPE_PUBLISHABLE_KEY="pk"
+        )
+    )
+
+    assert settings.STRIPE_WEBHOOK_SECRET == "whsec_x"
