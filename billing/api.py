@@ -49,7 +49,8 @@ def list_plans():
 
     A plan sets the monthly price (KES), the live pushes it includes, the price of each push
     beyond them (`overage_price`; null makes the included pushes a hard cap), the API rate
-    limit per key, whether live mode is allowed, and the monthly test-mode allowance.
+    limit (per tenant, all its keys together), whether live mode is allowed, and the monthly
+    test-mode allowance.
     """
     return {"object": "list", "data": subscription_service.list_plans(), "has_more": False}
 

@@ -26,7 +26,7 @@ class Plan(db.Model):
     included_pushes: Mapped[int] = mapped_column(Integer)
     # Price per live push beyond the included ones; None makes the allowance a hard cap.
     overage_price: Mapped[int | None] = mapped_column(Integer)
-    # Flask-Limiter notation, per API key, e.g. "50 per second".
+    # Flask-Limiter notation, per tenant (all its keys), e.g. "50 per second".
     rate_limit: Mapped[str] = mapped_column(String(40))
     max_webhook_endpoints: Mapped[int] = mapped_column(Integer)
     livemode_allowed: Mapped[bool] = mapped_column(Boolean)

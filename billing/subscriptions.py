@@ -254,9 +254,10 @@ def _switch_plan(
 
 
 def plan_rate_limit(tenant_id: str) -> str | None:
-    """The API rate limit per key of the tenant's plan (Flask-Limiter notation), or None
-    when it cannot be told (no subscription, an unparseable limit, the database down): the
-    caller then falls back to its default. Cached in-process for RATE_LIMIT_CACHE_SECONDS."""
+    """The API rate limit of the tenant's plan, shared by all its keys (Flask-Limiter
+    notation), or None when it cannot be told (no subscription, an unparseable limit, the
+    database down): the caller then falls back to its default. Cached in-process for
+    RATE_LIMIT_CACHE_SECONDS."""
     now = time.monotonic()
     cached = _rate_limits.get(tenant_id)
     if cached is not None and cached[0] > now:

@@ -1,17 +1,17 @@
-"""Who a request counts against for rate limiting (its API key when it has one, else its IP),
-and how much it may send: the limit of the caller's plan, else RATELIMIT_API_KEY."""
+"""Who a request counts against for rate limiting (its tenant when it has an API key, else its
+IP), and how much it may send: the limit of the caller's plan, else RATELIMIT_API_KEY."""
 
 from collections.abc import Callable
 
 from flask import current_app, g, request
 
-# Tells a tenant's per-key limit (billing, from the plan); plugged in by create_app, so core
+# Tells a tenant's limit (billing, from the plan); plugged in by create_app, so core
 # never imports a domain.
 _tenant_limit: Callable[[str], str | None] | None = None
 
 
 def use_tenant_limits(resolver: Callable[[str], str | None]) -> None:
-    """Have the per-key limit come from `resolver(tenant_id)` (None: use the default)."""
+    """Have the per-tenant limit come from `resolver(tenant_id)` (None: use the default)."""
     global _tenant_limit
     _tenant_limit = resolver
 
@@ -30,7 +30,9 @@ def api_key_limit() -> str:
 def rate_limit_key() -> str:
     caller = g.get("caller")
     if caller is not None:
-        return f"key:{caller.key_id}"
+        # The plan's limit is the tenant's, shared by all its keys (both modes): counted per
+        # key, a tenant could multiply it by minting keys.
+        return f"tenant:{caller.tenant_id}"
     return f"ip:{client_ip()}"
 
 

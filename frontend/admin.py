@@ -86,7 +86,7 @@ class PlanForm(FlaskForm):
     included_pushes = IntegerField("Included live pushes per month", validators=[InputRequired()])
     overage_price = IntegerField("Overage price per push (KES)", validators=[Optional()])
     rate_limit = StringField(
-        "Rate limit per API key", validators=[InputRequired()], default="10 per second"
+        "Rate limit per tenant", validators=[InputRequired()], default="10 per second"
     )
     max_webhook_endpoints = IntegerField("Webhook endpoints", validators=[InputRequired()])
     livemode_allowed = BooleanField("Live mode allowed")
@@ -287,8 +287,8 @@ def queues():
 @bp.get("/staff")
 def staff():
     people = staff_service.list_staff()
-    locked = {person.id for person in people if staff_service.is_locked(person)}
-    return render_template("admin/staff.html", people=people, locked=locked)
+    pressure = {person.id: staff_service.sign_in_pressure(person) for person in people}
+    return render_template("admin/staff.html", people=people, pressure=pressure)
 
 
 @bp.route("/staff/new", methods=["GET", "POST"])

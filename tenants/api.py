@@ -74,9 +74,13 @@ class ApiKeys(MethodView):
 
     @api_keys.arguments(ApiKeyCreateSchema)
     @api_keys.response(201, IssuedApiKeySchema)
-    @errors(api_keys, 400, 401, 403)
+    @errors(api_keys, 400, 401, 403, 409)
     def post(self, body):
-        """Create a key; its secret is in this response only."""
+        """Create a key; its secret is in this response only.
+
+        A tenant holds at most 20 active keys per mode: one more is a 409
+        `api_key_limit_reached` (revoke one first). The plan's rate limit is the tenant's,
+        shared by all its keys."""
         caller = current_caller()
         livemode = body["mode"] == "live"
         if livemode != caller.livemode:
@@ -97,11 +101,15 @@ class ApiKeyById(MethodView):
 
 
 @api_keys.post("/v1/api-keys/<string:key_id>/roll")
-@api_keys.arguments(ApiKeyRollSchema)
+@api_keys.arguments(ApiKeyRollSchema, required=False)  # no body: no grace period
 @api_keys.response(201, IssuedApiKeySchema)
-@errors(api_keys, 400, 401, 403, 404)
+@errors(api_keys, 400, 401, 403, 404, 409)
 def roll_api_key(body, key_id):
-    """Replace a key with a new secret; the old one may keep working for a grace period."""
+    """Replace a key with a new secret; the old one may keep working for a grace period.
+
+    With a grace period both keys count toward the 20 active keys per mode until it ends:
+    at that cap, a roll with grace is a 409 `api_key_limit_reached` (one without grace
+    always works)."""
     caller = current_caller()
     return service.roll_api_key(
         caller.tenant_id,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from blinker import Namespace
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.api import paginate
@@ -33,6 +33,9 @@ tenant_created = Namespace().signal("tenant-created")
 # here, so it listens instead; a receiver that raises rolls the change back).
 api_key_changed = Namespace().signal("api-key-changed")
 MAX_ROLL_GRACE = timedelta(hours=24)
+# Active keys a tenant may hold per mode: ample for one key per service and environment, and
+# a bound on credentials to guard (the rate limit is the tenant's, whatever the key count).
+MAX_ACTIVE_KEYS_PER_MODE = 20
 # How stale `last_used_at` may get: one write per key per minute, not one per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -43,6 +46,14 @@ _SECRET_LENGTH = 32  # 32 base62 characters ≈ 190 bits
 class EmailTaken(Conflict):
     code = "email_taken"
     message = "An account with this email already exists."
+
+
+class ApiKeyLimitReached(Conflict):
+    code = "api_key_limit_reached"
+    message = (
+        f"This account already has {MAX_ACTIVE_KEYS_PER_MODE} active keys in this mode, the "
+        "most it may hold; revoke one (or roll a key without a grace period) first."
+    )
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,9 @@ def get_tenant(tenant_id: str) -> Tenant:
 
 
 def create_api_key(tenant_id: str, *, livemode: bool, name: str) -> IssuedKey:
+    """Issue a key. Raises ApiKeyLimitReached (409) when the tenant already holds
+    MAX_ACTIVE_KEYS_PER_MODE active keys of that mode (exact under concurrency)."""
+    _ensure_room_for_key(tenant_id, livemode)
     issued = _new_key(tenant_id, livemode=livemode, name=name)
     db.session.flush()
     api_key_changed.send(issued.key, change="created")
@@ -174,9 +188,13 @@ def revoke_api_key(tenant_id: str, key_id: str, *, livemode: bool) -> ApiKey:
 def roll_api_key(
     tenant_id: str, key_id: str, *, livemode: bool, grace: timedelta = timedelta(0)
 ) -> IssuedKey:
-    """Issue a replacement key; the old one stays valid for `grace` (0..24 h), then fails."""
+    """Issue a replacement key; the old one stays valid for `grace` (0..24 h), then fails.
+    With a grace period both count as active until it ends, so it needs room under
+    MAX_ACTIVE_KEYS_PER_MODE (else ApiKeyLimitReached); without one it always works."""
     if not timedelta(0) <= grace <= MAX_ROLL_GRACE:
         raise ValueError("grace must be between 0 and 24 hours")
+    if grace:
+        _ensure_room_for_key(tenant_id, livemode)
     old = _own_key(tenant_id, key_id, livemode, for_update=True)
     issued = _new_key(tenant_id, livemode=livemode, name=old.name)
     now = datetime.now(UTC)
@@ -282,6 +300,27 @@ def _new_key(tenant_id: str, *, livemode: bool, name: str) -> IssuedKey:
     )
     db.session.add(key)
     return IssuedKey(key=key, secret=secret)
+
+
+def _ensure_room_for_key(tenant_id: str, livemode: bool) -> None:
+    # The tenant row's lock (FOR NO KEY UPDATE: inserts referencing it still go ahead) makes
+    # concurrent creations count one after the other, so none slips past the cap.
+    db.session.execute(
+        select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)
+    )
+    active = db.session.scalar(
+        select(func.count())
+        .select_from(ApiKey)
+        .where(
+            ApiKey.tenant_id == tenant_id,
+            ApiKey.livemode == livemode,
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > datetime.now(UTC)),
+        )
+    )
+    if active >= MAX_ACTIVE_KEYS_PER_MODE:
+        db.session.rollback()
+        raise ApiKeyLimitReached(param="mode")
 
 
 def _own_key(tenant_id: str, key_id: str, livemode: bool, for_update: bool = False) -> ApiKey:

@@ -1,4 +1,4 @@
-"""Rate limits per API key, from the caller's plan (Flask-Limiter on Redis)."""
+"""Rate limits per tenant, from the caller's plan (Flask-Limiter on Redis)."""
 
 import pytest
 from sqlalchemy import text
@@ -35,19 +35,34 @@ def test_a_plan_with_a_low_limit_gets_429_with_its_limit_in_the_headers(api, ext
     assert 0 < int(limited.headers["Retry-After"]) <= 60
 
 
-def test_limits_count_per_api_key(app, client, api, tenant, extra_plans):
+def test_a_tenant_cannot_multiply_its_limit_by_minting_keys(app, client, api, tenant, extra_plans):
     from tenants.service import create_api_key
 
-    extra_plans("throttled", monthly_price=1, rate_limit="2 per minute")
+    extra_plans("throttled", monthly_price=1, rate_limit="4 per minute")
     api.post("/v1/subscription", json={"plan": "throttled"})
     with app.app_context():
-        other = ApiClient(client, create_api_key(tenant.id, livemode=False, name="two").secret)
+        others = [
+            ApiClient(client, create_api_key(tenant.id, livemode=False, name=f"k{n}").secret)
+            for n in range(3)
+        ]
 
-    first_key = [api.get("/v1/tenant").status_code for _ in range(3)]
-    second_key = [other.get("/v1/tenant").status_code for _ in range(2)]
+    # Each new key is a fresh client, but all draw on the tenant's one allowance.
+    statuses = [api.get("/v1/tenant").status_code for _ in range(2)]
+    statuses += [other.get("/v1/tenant").status_code for other in others]
 
-    assert first_key == [200, 200, 429]
-    assert second_key == [200, 200]
+    assert statuses == [200, 200, 200, 200, 429]
+
+
+def test_one_tenants_traffic_leaves_anothers_limit_alone(client, api, tenant_factory, extra_plans):
+    extra_plans("throttled", monthly_price=1, rate_limit="2 per minute")
+    api.post("/v1/subscription", json={"plan": "throttled"})
+    neighbour = ApiClient(client, tenant_factory().secret)
+
+    ours = [api.get("/v1/tenant").status_code for _ in range(3)]
+    theirs = [neighbour.get("/v1/tenant").status_code for _ in range(2)]
+
+    assert ours == [200, 200, 429]
+    assert theirs == [200, 200]
 
 
 def test_each_plan_in_the_catalog_sets_its_own_limit(api):

@@ -132,7 +132,7 @@ def test_pricing_lists_every_active_plan_of_the_catalog(app, client):
         assert (f"KES {price:,}" if price else "Free") in page
     assert "Retired Plan" not in page
     assert "KES 45,000" in page and "100,000 included" in page and "KES 1 per push" in page
-    assert "200 per second per API key" in page
+    assert "200 per second per account" in page
     # The free sandbox plan is marked as test-only.
     assert "Test mode only" in page
     assert 'href="/signup?plan=starter"' in page

@@ -1,3 +1,5 @@
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
@@ -143,3 +145,87 @@ def test_api_key_limits_count_per_key(app, api, tenant):
     remaining = [int(r.headers["X-RateLimit-Remaining"]) for r in responses]
     assert remaining == sorted(remaining, reverse=True) and remaining[0] > remaining[-1]
     limiter.reset()
+
+
+def _mint(app, tenant_id, count, *, livemode=False):
+    from tenants.service import create_api_key
+
+    with app.app_context():
+        return [create_api_key(tenant_id, livemode=livemode, name=f"k{n}") for n in range(count)]
+
+
+def test_a_tenant_holds_at_most_twenty_active_keys_per_mode(app, api, tenant):
+    _mint(app, tenant.id, 19)  # with the sign-up's key: 20
+
+    refused = api.post("/v1/api-keys", json={"mode": "test", "name": "one more"})
+
+    assert refused.status_code == 409
+    error = refused.get_json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "api_key_limit_reached")
+    assert "20" in error["message"]
+    keys = api.get("/v1/api-keys?limit=100").get_json()["data"]
+    assert len(keys) == 20
+    # Revoking one makes room again.
+    assert api.delete(f"/v1/api-keys/{keys[0]['id']}").status_code == 200
+    assert api.post("/v1/api-keys", json={"mode": "test", "name": "now"}).status_code == 201
+
+
+def test_the_key_cap_holds_under_concurrent_creation(app, tenant):
+    from tenants.service import ApiKeyLimitReached, create_api_key
+
+    _mint(app, tenant.id, 15)
+    barrier = threading.Barrier(8)
+
+    def create(n):
+        with app.app_context():
+            barrier.wait()
+            try:
+                create_api_key(tenant.id, livemode=False, name=f"race{n}")
+                return "created"
+            except ApiKeyLimitReached:
+                return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(create, range(8)))
+
+    assert sorted(outcomes) == ["created"] * 4 + ["refused"] * 4
+    with app.app_context():
+        active = db.session.execute(
+            text("SELECT count(*) FROM public.api_keys WHERE tenant_id = :t AND NOT livemode"),
+            {"t": tenant.id},
+        ).scalar()
+    assert active == 20
+
+
+def test_the_key_cap_counts_each_mode_apart(app, tenant):
+    _mint(app, tenant.id, 19)
+
+    assert len(_mint(app, tenant.id, 20, livemode=True)) == 20
+
+
+def test_at_the_cap_a_roll_needs_no_grace(api, app, tenant):
+    _mint(app, tenant.id, 19)
+
+    with_grace = api.post(f"/v1/api-keys/{tenant.key_id}/roll", json={"grace_period_seconds": 60})
+    without = api.post(f"/v1/api-keys/{tenant.key_id}/roll", json={})
+
+    # With a grace period the old key stays active beside the new one: a 21st key.
+    assert with_grace.status_code == 409
+    assert with_grace.get_json()["error"]["code"] == "api_key_limit_reached"
+    assert without.status_code == 201
+
+
+def test_expired_keys_leave_room_under_the_cap(app, tenant):
+    _mint(app, tenant.id, 19)
+    with app.app_context():
+        db.session.execute(
+            text(
+                "UPDATE public.api_keys SET expires_at = now() - interval '1 second' WHERE id = :id"
+            ),
+            {"id": tenant.key_id},
+        )
+        db.session.commit()
+
+    issued = _mint(app, tenant.id, 1)
+
+    assert len(issued) == 1
