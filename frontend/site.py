@@ -171,10 +171,12 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         try:
-            member = members.authenticate_member(form.email.data, form.password.data)
+            member = members.authenticate_member(
+                form.email.data, form.password.data, client_address=client_ip()
+            )
         except LangoError as error:
             flash(error.message, "error")
-            return render_template("site/login.html", form=form), error.status
+            return render_template("site/login.html", form=form), error.status, error.headers
         target = safe_next(request.args.get("next"), "")
         if members.has_totp(member):
             logout_user()
@@ -208,10 +210,12 @@ def login_totp():
     form = CodeForm()
     if form.validate_on_submit():
         try:
-            member = members.verify_member_totp(pending["id"], form.code.data)
+            member = members.verify_member_totp(
+                pending["id"], form.code.data, client_address=client_ip()
+            )
         except LangoError as error:
             flash(error.message, "error")
-            return render_template("site/totp.html", form=form), error.status
+            return render_template("site/totp.html", form=form), error.status, error.headers
         target = session.get("member_next") or ""
         _sign_in(member)
         flash("Signed in.", "success")

@@ -14,6 +14,7 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from core.errors import LangoError
 from core.extensions import limiter
+from core.ratelimit import client_ip
 from frontend.auth import page_blueprint, safe_next
 from staff import service
 from staff.api import PENDING_LOGIN_SECONDS, _login_limit, _login_limit_key
@@ -58,10 +59,12 @@ def login():
     form = StaffPasswordForm()
     if form.validate_on_submit():
         try:
-            staff = service.check_password(form.email.data, form.password.data)
+            staff = service.check_password(
+                form.email.data, form.password.data, client_address=client_ip()
+            )
         except LangoError as error:
             flash(error.message, "error")
-            return render_template("staff/login.html", form=form), error.status
+            return render_template("staff/login.html", form=form), error.status, error.headers
         logout_user()
         session.clear()
         session["staff_pending"] = {"id": staff.id, "at": int(service.clock())}
@@ -88,10 +91,11 @@ def second_factor():
                 pending["id"],
                 code=form.code.data or None,
                 recovery_code=form.recovery_code.data or None,
+                client_address=client_ip(),
             )
         except LangoError as error:
             flash(error.message, "error")
-            return render_template("staff/totp.html", form=form), error.status
+            return render_template("staff/totp.html", form=form), error.status, error.headers
         target = session.get("staff_next") or ""
         session.clear()
         login_user(staff, remember=False)

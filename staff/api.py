@@ -119,8 +119,10 @@ def _login_limit_key() -> str:
 @errors(staff_login, 400, 401, 429)
 def login_password(body):
     """Step one: email and password. Starts a half-authenticated login that only the second
-    step (`/v1/admin/login/totp`) turns into a session; nothing else accepts it."""
-    staff = service.check_password(body["email"], body["password"])
+    step (`/v1/admin/login/totp`) turns into a session; nothing else accepts it. Failed
+    passwords and codes are throttled per account and client address: 429
+    `sign_in_throttled` with Retry-After (see `/v1/admin/login/totp`)."""
+    staff = service.check_password(body["email"], body["password"], client_address=client_ip())
     logout_user()
     session.clear()
     session["staff_pending"] = {"id": staff.id, "at": int(service.clock())}
@@ -136,7 +138,10 @@ def login_password(body):
 def login_second_factor(body):
     """Step two: a TOTP code (each accepted once; ±30 s of drift) or a one-time recovery
     code. Returns the staff user and the session's CSRF token. A code for a time far from
-    now is refused with `totp_clock_skew`; failures lock the account for a growing time."""
+    now is refused with `totp_clock_skew`. After five failed passwords or codes from one
+    address, that address waits (1 min, doubling, up to 1 h): 429 `sign_in_throttled` with
+    Retry-After; a completed sign-in clears its count. Many failures on one account from
+    anywhere slow addresses it never signed in from by up to 60 s; nobody is locked out."""
     pending = session.get("staff_pending") or {}
     if not pending or service.clock() - pending.get("at", 0) > PENDING_LOGIN_SECONDS:
         session.pop("staff_pending", None)
@@ -145,7 +150,10 @@ def login_second_factor(body):
             code="login_step_missing",
         )
     staff = service.verify_second_factor(
-        pending["id"], code=body.get("code"), recovery_code=body.get("recovery_code")
+        pending["id"],
+        code=body.get("code"),
+        recovery_code=body.get("recovery_code"),
+        client_address=client_ip(),
     )
     session.clear()
     login_user(staff, remember=False)

@@ -14,7 +14,7 @@ from core.crypto import decrypt
 from core.extensions import db
 from core.passwords import hash_password
 from staff.models import StaffRole, StaffUser
-from staff.service import create_staff
+from staff.service import create_staff, forgive_failed_sign_ins
 
 DEMO_STAFF_EMAIL = "staff@lango.local"
 
@@ -36,8 +36,7 @@ def ensure_demo_staff(email: str = DEMO_STAFF_EMAIL) -> DemoStaff:
         staff = create_staff(email, "Demo Staff", password, roles).staff
     else:
         staff.password_hash = hash_password(password)
-        staff.failed_attempts = 0
-        staff.locked_until = None
         staff.session_nonce = None
         db.session.commit()
+        forgive_failed_sign_ins(email)
     return DemoStaff(email, password, decrypt(staff.totp_secret))

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, func
+from sqlalchemy import BigInteger, DateTime, ForeignKey, String, Text, func
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -34,8 +34,6 @@ class StaffUser(UserMixin, db.Model):
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(20)))
     totp_secret: Mapped[str] = mapped_column(Text)  # encrypted (core.crypto)
     last_totp_step: Mapped[int | None] = mapped_column(BigInteger)
-    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     recovery_code_hashes: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
     session_nonce: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -2,8 +2,10 @@
 
 The bar is Warehouse's: a TOTP code is accepted once (the last accepted 30 s step is stored
 and only a later step passes), ±1 step of drift, a code that matches a step further away
-(±10) is reported as a wrong clock, failures lock the account for a growing time, recovery
-codes are stored hashed and are single-use. Plain functions; no HTTP here.
+(±10) is reported as a wrong clock, recovery codes are stored hashed and are single-use.
+Failed passwords and codes are throttled per account and client address, with a ceiling on
+the account that only slows (core.signin_throttle): nobody can lock a staff user out by
+failing their password from elsewhere. Plain functions; no HTTP here.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import pyotp
 from sqlalchemy import select, update
 
 from compliance import audit
-from core import totp
+from core import signin_throttle, totp
 from core.crypto import decrypt, encrypt
-from core.errors import AuthenticationFailed, Conflict, RateLimited, ValidationFailed
+from core.errors import AuthenticationFailed, Conflict, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
 from core.passwords import hash_password, password_matches, spend_a_password_check
+from core.signin_throttle import AccountPressure, SignInThrottled
 from staff.models import SESSION_ID_PREFIX, StaffRole, StaffUser
 
 logger = logging.getLogger("lango.staff")
@@ -33,11 +36,6 @@ logger = logging.getLogger("lango.staff")
 # A code matching a step this far off is a wrong clock on the phone, not a guess.
 TOTP_SKEW_STEPS = 10
 RECOVERY_CODE_COUNT = 10
-# Failures before the first lockout, its length, and the cap: 5 → 1 min, each further
-# failure doubles it (10 → 32 min), up to a day.
-LOCKOUT_AFTER = 5
-LOCKOUT_FIRST_SECONDS = 60
-LOCKOUT_MAX_SECONDS = 24 * 3600
 ISSUER = "Lango"
 _SUCCEEDED = audit.AuditAction.STAFF_LOGIN_SUCCEEDED
 _AUDITED_EVENTS = {
@@ -56,11 +54,6 @@ def clock() -> float:
 class StaffAuthFailed(AuthenticationFailed):
     code = "staff_credentials_invalid"
     message = "Wrong email or password."
-
-
-class AccountLocked(RateLimited):
-    code = "account_locked"
-    message = "Too many failed attempts; this account is locked for a while."
 
 
 class StaffExists(Conflict):
@@ -105,7 +98,6 @@ def create_staff(
         password_hash=hash_password(password),
         roles=roles,
         totp_secret=encrypt(secret),
-        failed_attempts=0,
         recovery_code_hashes=[_hash_code(code) for code in codes],
     )
     db.session.add(staff)
@@ -128,26 +120,32 @@ def list_staff() -> list[StaffUser]:
     return list(db.session.scalars(select(StaffUser).order_by(StaffUser.email)))
 
 
-def is_locked(staff: StaffUser) -> bool:
-    """Whether failed sign-ins have locked the account right now."""
-    return staff.locked_until is not None and staff.locked_until.timestamp() > clock()
+def sign_in_pressure(staff: StaffUser) -> AccountPressure:
+    """Recent failed sign-ins on the account, and until when they slow unknown addresses."""
+    return signin_throttle.account_pressure(_throttle_key(staff.email), clock())
 
 
-def check_password(email: str, password: str) -> StaffUser:
+def forgive_failed_sign_ins(email: str) -> None:
+    """Forget every failed sign-in on the account (an operator resetting it)."""
+    signin_throttle.forget(_throttle_key(email))
+
+
+def check_password(email: str, password: str, *, client_address: str) -> StaffUser:
     """Step one. Returns the staff user whose password this is; raises StaffAuthFailed or
-    AccountLocked (checked first, so a locked account's password cannot be probed).
-    A wrong password counts towards the lockout like a wrong code."""
-    staff = db.session.scalar(
-        select(StaffUser).where(StaffUser.email == email.strip().lower()).with_for_update()
-    )
+    SignInThrottled (checked first, so a waiting address cannot probe the password). A wrong
+    password counts like a wrong code; a right one clears nothing (the second step does),
+    so knowing the password does not reset the count of wrong codes. Unknown emails are
+    counted and answered alike."""
+    email = email.strip().lower()
+    account = _throttle_key(email)
+    staff = db.session.scalar(select(StaffUser).where(StaffUser.email == email).with_for_update())
+    _refuse_if_throttled(account, client_address)
     if staff is None:
         spend_a_password_check(password)
-        db.session.rollback()
-        _log("staff.login_failed", None, "unknown_email")
+        _fail(account, client_address, None, "unknown_email")
         raise StaffAuthFailed()
-    _refuse_if_locked(staff)
     if not password_matches(staff.password_hash, password):
-        _fail(staff, "password")
+        _fail(account, client_address, staff.id, "password")
         raise StaffAuthFailed()
     staff_id = staff.id
     db.session.commit()
@@ -155,28 +153,38 @@ def check_password(email: str, password: str) -> StaffUser:
 
 
 def verify_second_factor(
-    staff_id: str, *, code: str | None = None, recovery_code: str | None = None
+    staff_id: str,
+    *,
+    code: str | None = None,
+    recovery_code: str | None = None,
+    client_address: str,
 ) -> StaffUser:
     """Step two: a TOTP code (once per step, ±1 step) or an unused recovery code (consumed).
-    On success resets the failure count, rotates the session nonce and commits; on failure
-    counts it and raises StaffAuthFailed (codes `totp_invalid`, `totp_reused`,
-    `totp_clock_skew`, `recovery_code_invalid`) or AccountLocked. Attempts for one user
-    are serialised by a row lock, so a code cannot be accepted twice by racing requests."""
+    On success clears the failures from `client_address`, rotates the session nonce and
+    commits; on failure counts it and raises StaffAuthFailed (codes `totp_invalid`,
+    `totp_reused`, `totp_clock_skew`, `recovery_code_invalid`), or SignInThrottled before
+    any check. Attempts for one user are serialised by a row lock, so a code cannot be
+    accepted twice by racing requests."""
     staff = db.session.scalar(select(StaffUser).where(StaffUser.id == staff_id).with_for_update())
     if staff is None:
         db.session.rollback()
         raise StaffAuthFailed("Sign in again.", code="staff_login_required")
-    _refuse_if_locked(staff)
-    if recovery_code is not None:
-        _use_recovery_code(staff, recovery_code)
-    else:
-        _use_totp(staff, code or "")
-    staff.failed_attempts = 0
-    staff.locked_until = None
+    account = _throttle_key(staff.email)
+    _refuse_if_throttled(account, client_address)
+    try:
+        if recovery_code is not None:
+            _use_recovery_code(staff, recovery_code)
+        else:
+            _use_totp(staff, code or "")
+    except StaffAuthFailed as failure:
+        _fail(account, client_address, staff_id, failure.code)
+        raise
     staff.session_nonce = secrets.token_urlsafe(24)
     staff.last_login_at = datetime.now(UTC)
     db.session.commit()
-    _log("staff.login_succeeded", staff.id, "recovery_code" if recovery_code else "totp")
+    signin_throttle.record_success(account, client_address)
+    method = "recovery_code" if recovery_code else "totp"
+    _log("staff.login_succeeded", staff.id, method, staff_email=staff.email)
     return staff
 
 
@@ -199,21 +207,17 @@ def end_session(staff_id: str) -> None:
 def _use_totp(staff: StaffUser, code: str) -> None:
     code = totp.normalised(code)
     if code is None:
-        _fail(staff, "totp_invalid")
         raise StaffAuthFailed("That is not a 6-digit code.", code="totp_invalid")
     secret, now = decrypt(staff.totp_secret), clock()
     step = totp.matching_step(secret, code, now)
     if step is None:
         if totp.matching_step(secret, code, now, window=TOTP_SKEW_STEPS) is not None:
-            _fail(staff, "totp_clock_skew")
             raise StaffAuthFailed(
                 "That code is for another time: set your phone's clock automatically.",
                 code="totp_clock_skew",
             )
-        _fail(staff, "totp_invalid")
         raise StaffAuthFailed("Wrong code.", code="totp_invalid")
     if staff.last_totp_step is not None and step <= staff.last_totp_step:
-        _fail(staff, "totp_reused")
         raise StaffAuthFailed(
             "That code was already used; wait for the next one.", code="totp_reused"
         )
@@ -223,7 +227,6 @@ def _use_totp(staff: StaffUser, code: str) -> None:
 def _use_recovery_code(staff: StaffUser, recovery_code: str) -> None:
     digest = _hash_code(recovery_code)
     if not any(hmac.compare_digest(digest, stored) for stored in staff.recovery_code_hashes):
-        _fail(staff, "recovery_code_invalid")
         raise StaffAuthFailed("Wrong or used recovery code.", code="recovery_code_invalid")
     staff.recovery_code_hashes = [h for h in staff.recovery_code_hashes if h != digest]
     logger.warning(
@@ -232,30 +235,34 @@ def _use_recovery_code(staff: StaffUser, recovery_code: str) -> None:
     )
 
 
-def _refuse_if_locked(staff: StaffUser) -> None:
-    now = clock()
-    if staff.locked_until is not None and staff.locked_until.timestamp() > now:
-        retry_after = int(staff.locked_until.timestamp() - now) + 1
+def _throttle_key(email: str) -> str:
+    return signin_throttle.account_key("staff", email)
+
+
+def _refuse_if_throttled(account: str, client_address: str) -> None:
+    try:
+        signin_throttle.refuse_if_throttled(account, client_address, clock())
+    except SignInThrottled:
         db.session.rollback()
-        raise AccountLocked(
-            f"Too many failed attempts; try again in {retry_after} seconds.",
-            headers={"Retry-After": str(retry_after)},
-        )
+        raise
 
 
-def _fail(staff: StaffUser, reason: str) -> None:
-    """Count a failure (committing it: the caller raises next) and lock when due."""
-    failures = (staff.failed_attempts or 0) + 1
-    staff.failed_attempts = failures
-    if failures >= LOCKOUT_AFTER:
-        seconds = min(LOCKOUT_FIRST_SECONDS * 2 ** (failures - LOCKOUT_AFTER), LOCKOUT_MAX_SECONDS)
-        staff.locked_until = datetime.fromtimestamp(clock() + seconds, UTC)
-    staff_id = staff.id
-    db.session.commit()
-    _log("staff.login_failed", staff_id, reason, failures=failures)
+def _fail(account: str, client_address: str, staff_id: str | None, reason: str) -> None:
+    """Count a failure, then release the row lock (the caller raises next)."""
+    at_address, on_account = signin_throttle.record_failure(account, client_address, clock())
+    db.session.rollback()
+    _log(
+        "staff.login_failed",
+        staff_id,
+        reason,
+        failures=at_address,
+        account_failures=on_account,
+    )
 
 
-def _log(event: str, staff_id: str | None, reason: str | None, **extra) -> None:
+def _log(
+    event: str, staff_id: str | None, reason: str | None, *, staff_email: str | None = None, **extra
+) -> None:
     # Every auth outcome is logged (Warehouse keeps metrics on each); logins that succeed or
     # fail are audited too, in their own transaction (the outcome is already committed).
     logger.info(event, extra={"staff_id": staff_id, "reason": reason, **extra})
@@ -267,7 +274,8 @@ def _log(event: str, staff_id: str | None, reason: str | None, **extra) -> None:
             target_id=staff_id,
             tenant_id=None,
             diff={"after": {"method" if action is _SUCCEEDED else "reason": reason}},
-            actor=audit.Actor(audit.ActorType.STAFF, staff_id),
+            # A failed sign-in is labelled by no one: whoever failed is not that staff user.
+            actor=audit.Actor(audit.ActorType.STAFF, staff_id, staff_email),
         )
         db.session.commit()
 
@@ -284,15 +292,15 @@ def _hash_code(code: str) -> str:
 
 
 __all__ = [
-    "AccountLocked",
     "ProvisionedStaff",
     "StaffAuthFailed",
     "check_password",
     "clock",
     "create_staff",
     "end_session",
-    "is_locked",
+    "forgive_failed_sign_ins",
     "list_staff",
     "load_session_user",
+    "sign_in_pressure",
     "verify_second_factor",
 ]

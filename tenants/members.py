@@ -24,12 +24,13 @@ from blinker import Namespace
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from core import totp
+from core import signin_throttle, totp
 from core.crypto import decrypt, encrypt
 from core.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
 from core.passwords import hash_password, spend_a_password_check
+from core.signin_throttle import SignInThrottled
 from tenants.models import Member, MemberInvite, MemberRole
 from tenants.schemas import _COMMON_PASSWORDS
 from tenants.service import EmailTaken, normalize_email, verify_password
@@ -91,19 +92,27 @@ class TotpEnrollment:
 # --- signing in ---------------------------------------------------------------------------
 
 
-def authenticate_member(email: str, password: str) -> Member:
+def authenticate_member(email: str, password: str, *, client_address: str) -> Member:
     """The member this email and password belong to, or MemberAuthFailed (the same answer,
-    taking the same time, for an unknown email and a wrong password)."""
-    member = db.session.scalar(select(Member).where(Member.email == normalize_email(email)))
+    taking the same time, for an unknown email and a wrong password). Failures are
+    throttled per account and client address (core.signin_throttle): SignInThrottled,
+    checked before the password, so a waiting address cannot probe it. A right password
+    completes the sign-in (clearing the address's failures) only for a member without
+    TOTP; otherwise `verify_member_totp` does. Attempts on one member are serialised by a
+    row lock, so parallel guesses are counted one by one."""
+    email = normalize_email(email)
+    account = _throttle_key(email)
+    member = db.session.scalar(select(Member).where(Member.email == email).with_for_update())
+    _refuse_if_throttled(account, client_address)
     if member is None:
         spend_a_password_check(password)
-        db.session.rollback()
-        logger.info("member.login_failed", extra={"reason": "unknown_email"})
+        _fail(account, client_address, None, "unknown_email")
         raise MemberAuthFailed()
     if not verify_password(member, password):
-        db.session.rollback()
-        logger.info("member.login_failed", extra={"member_id": member.id, "reason": "password"})
+        _fail(account, client_address, member.id, "password")
         raise MemberAuthFailed()
+    if not member.totp_secret:
+        signin_throttle.record_success(account, client_address)
     return member
 
 
@@ -130,22 +139,26 @@ def end_session(member_id: str) -> None:
     db.session.commit()
 
 
-def verify_member_totp(member_id: str, code: str) -> Member:
+def verify_member_totp(member_id: str, code: str, *, client_address: str) -> Member:
     """The second sign-in step: a code of the member's authenticator (±1 step of drift), each
     step accepted once. Attempts for one member are serialised by a row lock, so a code
-    cannot be accepted twice by racing requests. Raises TotpInvalid."""
+    cannot be accepted twice by racing requests. A wrong code counts like a wrong password
+    (TotpInvalid; SignInThrottled before any check once the address must wait); a right
+    one clears the address's failures."""
     member = _locked_member(member_id)
     if member is None or not member.totp_secret:
         db.session.rollback()
         raise MemberAuthFailed("Sign in again.", code="member_login_required")
+    account = _throttle_key(member.email)
+    _refuse_if_throttled(account, client_address)
     try:
         step = _accepted_step(decrypt(member.totp_secret), code, member.last_totp_step)
     except TotpInvalid as error:
-        db.session.rollback()
-        logger.info("member.login_failed", extra={"member_id": member_id, "reason": error.code})
+        _fail(account, client_address, member_id, error.code)
         raise
     member.last_totp_step = step
     db.session.commit()
+    signin_throttle.record_success(account, client_address)
     return member
 
 
@@ -195,15 +208,14 @@ def confirm_totp(member_id: str, secret: str, code: str) -> Member:
     return member
 
 
-def disable_totp(member_id: str, password: str) -> Member:
-    """Turn two-step sign-in off; needs the member's password (WrongPassword otherwise)."""
+def disable_totp(member_id: str, password: str, *, client_address: str) -> Member:
+    """Turn two-step sign-in off; needs the member's password (WrongPassword otherwise). A
+    wrong password counts like a failed sign-in, so a stolen session cannot guess it."""
     member = _locked_member(member_id)
     if member is None:
         db.session.rollback()
         raise NotFound("No such member.")
-    if not verify_password(member, password):
-        db.session.rollback()
-        raise WrongPassword(param="password")
+    _check_password_again(member, password, client_address, param="password")
     if member.totp_secret:
         member.totp_secret = None
         member.last_totp_step = None
@@ -212,17 +224,18 @@ def disable_totp(member_id: str, password: str) -> Member:
     return member
 
 
-def change_password(member_id: str, current_password: str, new_password: str) -> Member:
+def change_password(
+    member_id: str, current_password: str, new_password: str, *, client_address: str
+) -> Member:
     """Set a new password (checked like sign-up's) after the current one; rotates the
     session nonce, so every other session of the member ends. The caller signs the current
-    session in again with the returned member."""
+    session in again with the returned member. A wrong current password counts like a
+    failed sign-in (SignInThrottled once the address must wait)."""
     member = _locked_member(member_id)
     if member is None:
         db.session.rollback()
         raise NotFound("No such member.")
-    if not verify_password(member, current_password):
-        db.session.rollback()
-        raise WrongPassword(param="current_password")
+    _check_password_again(member, current_password, client_address, param="current_password")
     try:
         check_new_password(new_password, member.email, param="new_password")
     except ValidationFailed:
@@ -458,6 +471,43 @@ def _get(member_id: str) -> Member:
     if member is None:
         raise NotFound("No such member.")
     return member
+
+
+def _throttle_key(email: str) -> str:
+    return signin_throttle.account_key("member", email)
+
+
+def _refuse_if_throttled(account: str, client_address: str) -> None:
+    try:
+        signin_throttle.refuse_if_throttled(account, client_address, clock())
+    except SignInThrottled:
+        db.session.rollback()
+        raise
+
+
+def _check_password_again(member: Member, password: str, client_address: str, *, param: str):
+    """A signed-in member's password, asked again before a sensitive change: throttled like
+    sign-in, or a stolen session could guess it (WrongPassword, SignInThrottled)."""
+    account = _throttle_key(member.email)
+    _refuse_if_throttled(account, client_address)
+    if not verify_password(member, password):
+        _fail(account, client_address, member.id, param)
+        raise WrongPassword(param=param)
+
+
+def _fail(account: str, client_address: str, member_id: str | None, reason: str) -> None:
+    """Count a failed password or code, then release the row lock (the caller raises next)."""
+    at_address, on_account = signin_throttle.record_failure(account, client_address, clock())
+    db.session.rollback()
+    logger.info(
+        "member.login_failed",
+        extra={
+            "member_id": member_id,
+            "reason": reason,
+            "failures": at_address,
+            "account_failures": on_account,
+        },
+    )
 
 
 def _locked_member(member_id: str) -> Member | None:

@@ -12,6 +12,7 @@ from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from core.errors import LangoError
+from core.ratelimit import client_ip
 from frontend.dashboard import bp
 from frontend.site import field_error
 from tenants import members
@@ -65,7 +66,10 @@ def account_password():
         return _render(password_form=form, status=400)
     try:
         member = members.change_password(
-            g.member.id, form.current_password.data, form.new_password.data
+            g.member.id,
+            form.current_password.data,
+            form.new_password.data,
+            client_address=client_ip(),
         )
     except LangoError as error:
         field_error(form, error)
@@ -119,7 +123,7 @@ def account_totp_disable():
     if not form.validate_on_submit():
         return _render(disable_form=form, status=400)
     try:
-        members.disable_totp(g.member.id, form.password.data)
+        members.disable_totp(g.member.id, form.password.data, client_address=client_ip())
     except LangoError as error:
         field_error(form, error)
         return _render(disable_form=form, status=error.status)

@@ -1,5 +1,6 @@
-"""Staff login: password, then TOTP (once per step, ±1 step), recovery codes, lockout,
-sessions that expire and end, CSRF on state-changing calls, the `lango staff` command."""
+"""Staff login: password, then TOTP (once per step, ±1 step), recovery codes, throttling
+per account and client address (no lockout anyone else can cause), sessions that expire
+and end, CSRF on state-changing calls, the `lango staff` command."""
 
 from __future__ import annotations
 
@@ -13,15 +14,31 @@ def staff(staff_factory) -> StaffAccount:
     return staff_factory()
 
 
-def password_step(client, staff: StaffAccount, password: str = STAFF_PASSWORD):
-    return client.post("/v1/admin/login", json={"email": staff.email, "password": password})
+# The test client's own address, and strangers' elsewhere.
+HOME = "127.0.0.1"
 
 
-def full_login(client, staff: StaffAccount, clock: Clock) -> str:
+def from_address(address: str) -> dict:
+    return {"environ_base": {"REMOTE_ADDR": address}}
+
+
+def password_step(client, staff: StaffAccount, password: str = STAFF_PASSWORD, address: str = HOME):
+    return client.post(
+        "/v1/admin/login",
+        json={"email": staff.email, "password": password},
+        **from_address(address),
+    )
+
+
+def code_step(client, code: str, address: str = HOME):
+    return client.post("/v1/admin/login/totp", json={"code": code}, **from_address(address))
+
+
+def full_login(client, staff: StaffAccount, clock: Clock, address: str = HOME) -> str:
     """Both steps, on a fresh time step; returns the session's CSRF token."""
     clock.advance(30)
-    assert password_step(client, staff).status_code == 200
-    response = client.post("/v1/admin/login/totp", json={"code": clock.code(staff.secret)})
+    assert password_step(client, staff, address=address).status_code == 200
+    response = code_step(client, clock.code(staff.secret), address)
     assert response.status_code == 200, response.get_json()
     return response.get_json()["csrf_token"]
 
@@ -132,35 +149,93 @@ def test_a_wrong_code_is_invalid(client, staff, clock):
     assert client.get("/v1/admin/me").status_code == 401
 
 
-def test_ten_wrong_codes_lock_the_account_for_a_while(client, staff, clock):
+def test_ten_wrong_codes_make_that_address_wait_longer_and_longer(app, client, staff, clock):
+    # Was `test_ten_wrong_codes_lock_the_account_for_a_while`: failures locked the whole
+    # account (up to a day), so anyone knowing a staff email could lock its owner out.
+    # Now only the failing address waits (issue 11, item 9).
     password_step(client, staff)
     for attempt in range(1, 11):
-        response = client.post("/v1/admin/login/totp", json={"code": wrong_code(staff, clock)})
+        response = code_step(client, wrong_code(staff, clock))
         assert response.status_code == 401, attempt
         if attempt == 5:
-            # Locked a minute from the fifth failure: even the right code is refused.
-            locked = client.post("/v1/admin/login/totp", json={"code": clock.code(staff.secret)})
-            assert locked.status_code == 429
-            assert error_code(locked) == "account_locked"
+            # This address waits a minute from the fifth failure: even the right code waits.
+            held = code_step(client, clock.code(staff.secret))
+            assert held.status_code == 429
+            assert error_code(held) == "sign_in_throttled"
+            # (Flask-Limiter rewrites the header from the wall clock, rounding down.)
+            assert 59 <= int(held.headers["Retry-After"]) <= 60
         if 5 <= attempt < 10:
-            # Each further failure doubles the lockout; wait it out and start again.
+            # Each further failure doubles the wait; wait it out and start again.
             clock.advance(60 * 2 ** (attempt - 5) + 1)
             password_step(client, staff)
 
-    # The tenth failure locks for 32 minutes: the right code, then the password, refused.
-    locked = client.post("/v1/admin/login/totp", json={"code": clock.code(staff.secret)})
-    assert locked.status_code == 429
-    assert error_code(locked) == "account_locked"
-    assert 31 * 60 < int(locked.headers["Retry-After"]) <= 32 * 60 + 1
+    # The tenth failure means 32 minutes for this address: the right code, then the password.
+    held = code_step(client, clock.code(staff.secret))
+    assert held.status_code == 429
+    assert error_code(held) == "sign_in_throttled"
+    assert 31 * 60 < int(held.headers["Retry-After"]) <= 32 * 60 + 1
+    assert "Try again in 32 minutes." in held.get_json()["error"]["message"]
     clock.advance(20 * 60)
     still = password_step(client, staff)
     assert still.status_code == 429
     assert 0 < int(still.headers["Retry-After"]) <= 12 * 60 + 1
+    # Meanwhile the account is not locked: from another address it signs in at once.
+    full_login(app.test_client(), staff, clock, address="192.0.2.44")
 
     clock.advance(13 * 60)
     assert password_step(client, staff).status_code == 200
-    response = client.post("/v1/admin/login/totp", json={"code": clock.code(staff.secret)})
-    assert response.status_code == 200
+    assert code_step(client, clock.code(staff.secret)).status_code == 200
+    # That sign-in cleared this address's count: four failures again before any wait.
+    clock.advance(30)
+    password_step(client, staff)
+    assert [code_step(client, wrong_code(staff, clock)).status_code for _ in range(4)] == [401] * 4
+    assert code_step(client, clock.code(staff.secret)).status_code == 200
+
+
+def test_a_stranger_failing_the_password_elsewhere_does_not_lock_the_owner_out(
+    app, client, staff, clock
+):
+    stranger = app.test_client()
+    statuses = [
+        password_step(stranger, staff, "a guess at it!", address="198.51.100.7").status_code
+        for _ in range(12)
+    ]
+    assert statuses == [401] * 5 + [429] * 7
+    assert password_step(stranger, staff, address="198.51.100.7").status_code == 429
+
+    full_login(client, staff, clock)
+    assert client.get("/v1/admin/me").status_code == 200
+
+
+def test_knowing_the_password_does_not_reset_the_count_of_wrong_codes(client, staff, clock):
+    for _ in range(5):
+        assert password_step(client, staff).status_code == 200
+        assert code_step(client, wrong_code(staff, clock)).status_code == 401
+
+    assert password_step(client, staff).status_code == 429
+    assert code_step(client, clock.code(staff.secret)).status_code == 429
+
+
+def test_guessing_from_many_addresses_only_slows_the_account(app, client, staff, clock):
+    full_login(client, staff, clock)  # the owner's address is now a known one
+    for n in range(20):
+        guess = password_step(app.test_client(), staff, "a guess at it!", f"203.0.113.{n}")
+        assert guess.status_code == 401
+    for n in range(12):
+        clock.advance(61)
+        guess = password_step(app.test_client(), staff, "a guess at it!", f"203.0.114.{n}")
+        assert guess.status_code == 401
+
+    # An address the account never signed in from waits — a minute at most, never locked.
+    newcomer = app.test_client()
+    slowed = password_step(newcomer, staff, address="198.51.100.20")
+    assert slowed.status_code == 429
+    assert error_code(slowed) == "sign_in_throttled"
+    assert 0 < int(slowed.headers["Retry-After"]) <= 60
+    # The owner's own address is not slowed at all.
+    full_login(app.test_client(), staff, clock)
+    clock.advance(60)
+    assert password_step(newcomer, staff, address="198.51.100.20").status_code == 200
 
 
 def test_a_recovery_code_works_once(app, client, staff, clock):
@@ -238,6 +313,23 @@ def test_tenant_routes_need_the_admin_role(client, staff_factory, clock):
     assert response.status_code == 403
     assert error_code(response) == "staff_role_required"
     assert client.get("/v1/admin/me").status_code == 200
+
+
+def test_the_sign_in_pages_say_how_long_to_wait(app, staff, clock):
+    from tests.frontend.conftest import HTML, post_form
+
+    browser = app.test_client()
+    for _ in range(5):
+        post_form(browser, "/staff/login", {"email": staff.email, "password": "a guess at it!"})
+    page = post_form(browser, "/staff/login", {"email": staff.email, "password": STAFF_PASSWORD})
+
+    assert page.status_code == 429
+    assert 59 <= int(page.headers["Retry-After"]) <= 60
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "Too many failed sign-in attempts from your network. Try again in 60 seconds." in (
+        page.get_data(as_text=True)
+    )
+    assert browser.get("/staff", headers=HTML).status_code == 302
 
 
 def test_login_attempts_are_rate_limited_per_ip(app, client, staff, clock):

@@ -31,7 +31,7 @@ def test_tenants_demo_prints_a_key_and_a_dashboard_sign_in_that_works(app, clien
     key = re.search(r"test key: (sk_test_\w+)", second).group(1)
     assert client.get("/v1/tenant", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     with app.app_context():
-        assert authenticate_member(email, password).email == email
+        assert authenticate_member(email, password, client_address="127.0.0.1").email == email
         db.session.remove()
     assert old_password != password
     signed_in = post_form(client, "/login", {"email": email, "password": password})

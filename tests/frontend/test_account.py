@@ -199,3 +199,59 @@ def test_a_tampered_secret_is_refused(sign_in, member_clock):
     )
     assert response.status_code == 400
     assert "Start the set-up again." in response.get_data(as_text=True)
+
+
+def test_failed_sign_ins_make_that_address_wait_with_a_clear_message(app, sign_in):
+    signed = sign_in("developer")
+    email = email_of(app, signed.member_id)
+    client = app.test_client()
+    for _ in range(5):
+        assert (
+            post_form(client, "/login", {"email": email, "password": "a-guess"}).status_code == 401
+        )
+
+    page = post_form(client, "/login", {"email": email, "password": MEMBER_PASSWORD})
+
+    assert page.status_code == 429
+    # (Flask-Limiter rewrites the header from the wall clock, rounding down.)
+    assert 59 <= int(page.headers["Retry-After"]) <= 60
+    assert "Too many failed sign-in attempts from your network. Try again in 60 seconds." in (
+        page.get_data(as_text=True)
+    )
+    assert client.get("/dashboard", headers=HTML).status_code == 302
+    # Someone elsewhere (the member on another network) signs in at once.
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.50"
+    response = post_form(elsewhere, "/login", {"email": email, "password": MEMBER_PASSWORD})
+    assert response.status_code == 302
+
+
+def test_a_stolen_session_cannot_guess_the_password_on_the_account_page(sign_in):
+    client = sign_in("owner").client
+    guesses = [
+        post_form(
+            client,
+            "/dashboard/account/password",
+            {
+                "current_password": f"guess-{n}",
+                "new_password": NEW_PASSWORD,
+                "confirm_password": NEW_PASSWORD,
+            },
+        ).status_code
+        for n in range(6)
+    ]
+    assert guesses == [400] * 5 + [429]
+
+    right = post_form(
+        client,
+        "/dashboard/account/password",
+        {
+            "current_password": MEMBER_PASSWORD,
+            "new_password": NEW_PASSWORD,
+            "confirm_password": NEW_PASSWORD,
+        },
+    )
+    assert right.status_code == 429
+    assert "Too many failed sign-in attempts from your network." in right.get_data(as_text=True)
+    wrong = post_form(client, "/dashboard/account/totp/disable", {"password": MEMBER_PASSWORD})
+    assert wrong.status_code == 429

@@ -14,11 +14,15 @@ from sqlalchemy import select
 from compliance.audit import AuditEntry
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from core.extensions import db
+from core.signin_throttle import SignInThrottled
 from tenants import members
 from tenants.auth import load_member
 from tenants.models import Member, MemberInvite, MemberRole
 from tenants.service import EmailTaken
 from tests.frontend.conftest import MEMBER_PASSWORD, add_member, owner_id
+
+# Client addresses: the member's own, and a stranger's elsewhere.
+HOME, ELSEWHERE = "192.0.2.10", "198.51.100.7"
 
 
 def owner_of(app, tenant) -> Member:
@@ -31,13 +35,78 @@ def email() -> str:
 
 def test_wrong_password_and_unknown_email_fail_alike(app_context, tenant):
     with pytest.raises(members.MemberAuthFailed) as wrong:
-        members.authenticate_member(tenant.email, "not-the-password")
+        members.authenticate_member(tenant.email, "not-the-password", client_address=HOME)
     with pytest.raises(members.MemberAuthFailed) as unknown:
-        members.authenticate_member("nobody@example.co.ke", "not-the-password")
+        members.authenticate_member("nobody@example.co.ke", "not-the-password", client_address=HOME)
     assert wrong.value.message == unknown.value.message == "Wrong email or password."
-    assert members.authenticate_member(f"  {tenant.email.upper()} ", MEMBER_PASSWORD).email == (
-        tenant.email
+    assert members.authenticate_member(
+        f"  {tenant.email.upper()} ", MEMBER_PASSWORD, client_address=HOME
+    ).email == (tenant.email)
+
+
+def test_twelve_wrong_passwords_make_that_address_wait_even_for_the_right_one(
+    app_context, tenant, member_clock
+):
+    outcomes = []
+    for _ in range(12):
+        try:
+            members.authenticate_member(tenant.email, "not-the-password", client_address=HOME)
+        except (members.MemberAuthFailed, SignInThrottled) as error:
+            outcomes.append(error.code)
+    assert outcomes == ["member_credentials_invalid"] * 5 + ["sign_in_throttled"] * 7
+
+    with pytest.raises(SignInThrottled) as throttled:
+        members.authenticate_member(tenant.email, MEMBER_PASSWORD, client_address=HOME)
+    assert throttled.value.status == 429
+    assert throttled.value.headers == {"Retry-After": "60"}
+    # Only that address waits: the member signs in from elsewhere at once.
+    assert members.authenticate_member(tenant.email, MEMBER_PASSWORD, client_address=ELSEWHERE)
+    member_clock.advance(60)
+    assert members.authenticate_member(tenant.email, MEMBER_PASSWORD, client_address=HOME)
+
+
+def test_a_completed_sign_in_clears_the_address_count(app_context, tenant, member_clock):
+    for _ in range(4):
+        with pytest.raises(members.MemberAuthFailed):
+            members.authenticate_member(tenant.email, "not-the-password", client_address=HOME)
+    members.authenticate_member(tenant.email, MEMBER_PASSWORD, client_address=HOME)
+    for _ in range(4):
+        with pytest.raises(members.MemberAuthFailed):
+            members.authenticate_member(tenant.email, "not-the-password", client_address=HOME)
+    assert members.authenticate_member(tenant.email, MEMBER_PASSWORD, client_address=HOME)
+
+
+def test_wrong_totp_codes_count_and_the_right_password_does_not_clear_them(
+    app, app_context, tenant, member_clock
+):
+    member = owner_of(app, tenant)
+    secret = pyotp.random_base32()
+    members.confirm_totp(member.id, secret, member_clock.code(secret))
+    member_clock.advance(30)
+
+    for _ in range(5):
+        # The password step passes each time, but only the code step completes a sign-in.
+        assert members.authenticate_member(tenant.email, MEMBER_PASSWORD, client_address=HOME)
+        db.session.rollback()
+        with pytest.raises(members.TotpInvalid):
+            members.verify_member_totp(member.id, "000000", client_address=HOME)
+    with pytest.raises(SignInThrottled):
+        members.verify_member_totp(member.id, member_clock.code(secret), client_address=HOME)
+    with pytest.raises(SignInThrottled):
+        members.authenticate_member(tenant.email, MEMBER_PASSWORD, client_address=HOME)
+    assert members.verify_member_totp(
+        member.id, member_clock.code(secret), client_address=ELSEWHERE
     )
+
+
+def test_unknown_emails_are_throttled_like_accounts(app_context):
+    outcomes = []
+    for _ in range(6):
+        try:
+            members.authenticate_member("nobody@example.co.ke", "guess", client_address=HOME)
+        except (members.MemberAuthFailed, SignInThrottled) as error:
+            outcomes.append(error.code)
+    assert outcomes == ["member_credentials_invalid"] * 5 + ["sign_in_throttled"]
 
 
 def test_a_session_id_works_until_the_session_ends(app, app_context, tenant):
@@ -64,17 +133,21 @@ def test_totp_accepts_one_step_of_drift_and_each_step_once(app, app_context, ten
     totp = pyotp.TOTP(secret)
 
     with pytest.raises(members.TotpInvalid, match="already used"):
-        members.verify_member_totp(member.id, member_clock.code(secret))
+        members.verify_member_totp(member.id, member_clock.code(secret), client_address=HOME)
     member_clock.advance(60)
-    members.verify_member_totp(member.id, totp.at(member_clock.now - 30))  # one step behind: fine
+    members.verify_member_totp(
+        member.id, totp.at(member_clock.now - 30), client_address=HOME
+    )  # one step behind: fine
     with pytest.raises(members.TotpInvalid, match="already used"):
-        members.verify_member_totp(member.id, totp.at(member_clock.now - 30))
-    members.verify_member_totp(member.id, totp.at(member_clock.now + 30))  # one ahead: fine
+        members.verify_member_totp(member.id, totp.at(member_clock.now - 30), client_address=HOME)
+    members.verify_member_totp(
+        member.id, totp.at(member_clock.now + 30), client_address=HOME
+    )  # one ahead: fine
     member_clock.advance(300)
     with pytest.raises(members.TotpInvalid, match="Wrong code"):
-        members.verify_member_totp(member.id, totp.at(member_clock.now - 90))
+        members.verify_member_totp(member.id, totp.at(member_clock.now - 90), client_address=HOME)
     with pytest.raises(members.TotpInvalid, match="6-digit"):
-        members.verify_member_totp(member.id, "12ab")
+        members.verify_member_totp(member.id, "12ab", client_address=HOME)
 
 
 def test_the_totp_secret_is_stored_encrypted(app, app_context, tenant, member_clock):
@@ -87,8 +160,8 @@ def test_the_totp_secret_is_stored_encrypted(app, app_context, tenant, member_cl
     with pytest.raises(Conflict):
         members.begin_totp_enrollment(member.id)
     with pytest.raises(members.WrongPassword):
-        members.disable_totp(member.id, "wrong")
-    assert members.disable_totp(member.id, MEMBER_PASSWORD).totp_secret is None
+        members.disable_totp(member.id, "wrong", client_address=HOME)
+    assert members.disable_totp(member.id, MEMBER_PASSWORD, client_address=HOME).totp_secret is None
 
 
 def test_an_invite_token_is_stored_as_its_hash_and_works_once(app, app_context, tenant):
@@ -270,7 +343,7 @@ def test_team_changes_are_audited_with_the_member_as_actor(app, app_context, ten
     members.change_role(tenant.id, joined.id, "viewer", owner)
     secret = pyotp.random_base32()
     members.confirm_totp(joined.id, secret, member_clock.code(secret))
-    members.change_password(joined.id, "joining-Passw0rd", "another-Passw0rd")
+    members.change_password(joined.id, "joining-Passw0rd", "another-Passw0rd", client_address=HOME)
     members.remove_member(tenant.id, joined.id, owner)
 
     entries = db.session.scalars(
