@@ -119,6 +119,10 @@ class Settings:
     RECONCILE_AFTER_SECONDS: int = 60
     RECONCILE_INTERVAL_SECONDS: int = 30
     PUSH_EXPIRY_SECONDS: int = 300
+    # How long an Idempotency-Key claim is held for its request: a retry takes over a claim
+    # still without an answer after this long (its request died), so a crash blocks the key
+    # this long at most. Longer than the work before a request's object is committed.
+    IDEMPOTENCY_LEASE_SECONDS: int = 30
     # Comma-separated IPs/CIDRs allowed to post live-mode callbacks; empty = no check.
     MPESA_CALLBACK_ALLOWED_IPS: tuple[str, ...] = ()
     # Stripe is optional: without STRIPE_API_KEY, Lango bills with its own invoices only.
@@ -167,6 +171,7 @@ _PARSERS = {
     "RECONCILE_AFTER_SECONDS": _positive_int,
     "RECONCILE_INTERVAL_SECONDS": _positive_int,
     "PUSH_EXPIRY_SECONDS": _positive_int,
+    "IDEMPOTENCY_LEASE_SECONDS": _positive_int,
     "MPESA_CALLBACK_ALLOWED_IPS": _networks,
     "INVOICE_GRACE_DAYS": _positive_int,
     "WEBHOOK_ALLOW_PRIVATE_TARGETS": _flag,

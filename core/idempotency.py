@@ -13,21 +13,62 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 
-from flask import Response, g, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from sqlalchemy import text
 
 from core import crypto
 from core.errors import Conflict, LangoError, ValidationFailed, handle_lango_error
 from core.extensions import db
 
+logger = logging.getLogger("lango.idempotency")
+
 MAX_KEY_LENGTH = 255
 # Marks a stored answer kept encrypted (it shows a secret).
 _ENCRYPTED = "lango_encrypted_response"
 # Keys are kept at least this long (Stripe keeps 24 h); older ones are purged.
 RETENTION = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This request's hold on its Idempotency-Key. `object_id` is what an earlier, abandoned
+    attempt with the key linked before it died (None: it made nothing, or this is the first)."""
+
+    livemode: bool
+    key: str
+    lease_token: str
+    object_id: str | None = None
+
+    def link(self, object_id: str) -> None:
+        """Record, in the caller's transaction, that this request made `object_id`: a retry
+        that takes over the claim answers with it. Raises IdempotencyKeyInUse, so the
+        caller's transaction rolls back, if the claim was taken over meanwhile (its lease
+        ran out): the retry that took it runs instead, and one object is made, not two."""
+        linked = db.session.execute(
+            text(
+                "UPDATE idempotency_keys SET object_id = :object_id "
+                "WHERE livemode = :livemode AND key = :key AND lease_token = :token"
+            ),
+            {
+                "object_id": object_id,
+                "livemode": self.livemode,
+                "key": self.key,
+                "token": self.lease_token,
+            },
+        ).rowcount
+        if not linked:
+            raise IdempotencyKeyInUse(param="Idempotency-Key", headers={"Retry-After": "1"})
+
+
+def current_claim() -> Claim | None:
+    """The claim of the request being handled, if it sent an Idempotency-Key."""
+    return g.get("idempotency_claim")
 
 
 class IdempotencyKeyReused(Conflict):
@@ -62,20 +103,20 @@ def idempotent(view=None, *, secret_in_response: bool = False):
                 f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.",
                 param="Idempotency-Key",
             )
-        livemode = g.caller.livemode
-        stored = _claim(livemode, key, _request_hash())
-        if stored is not None:
-            return stored
+        outcome = _claim(g.caller.livemode, key, _request_hash())
+        if isinstance(outcome, Response):
+            return outcome
+        g.idempotency_claim = outcome
         try:
             response = view(*args, **kwargs)
         except LangoError as error:
             response = handle_lango_error(error)
         except BaseException:
-            _release(livemode, key)
+            _release(outcome)
             raise
         if not isinstance(response, Response):
             response = jsonify(response)
-        _complete(livemode, key, response, encrypt=secret_in_response)
+        _complete(outcome, response, encrypt=secret_in_response)
         return response
 
     return wrapper
@@ -91,19 +132,20 @@ def _request_hash() -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _claim(livemode: bool, key: str, request_hash: str) -> Response | None:
-    """Claim the key (None: go ahead) or answer for an earlier request with it."""
+def _claim(livemode: bool, key: str, request_hash: str) -> Claim | Response:
+    """Claim the key (a Claim: go ahead), or answer for an earlier request with it."""
     db.session.rollback()
+    token = secrets.token_hex(16)
     claimed = db.session.execute(
         text(
-            "INSERT INTO idempotency_keys (livemode, key, request_hash) "
-            "VALUES (:livemode, :key, :hash) ON CONFLICT DO NOTHING RETURNING key"
+            "INSERT INTO idempotency_keys (livemode, key, request_hash, lease_token, locked_at) "
+            "VALUES (:livemode, :key, :hash, :token, now()) ON CONFLICT DO NOTHING RETURNING key"
         ),
-        {"livemode": livemode, "key": key, "hash": request_hash},
+        {"livemode": livemode, "key": key, "hash": request_hash, "token": token},
     ).scalar()
     if claimed is not None:
         db.session.commit()
-        return None
+        return Claim(livemode, key, token)
     row = db.session.execute(
         text(
             "SELECT request_hash, response_status, response_body FROM idempotency_keys "
@@ -111,11 +153,12 @@ def _claim(livemode: bool, key: str, request_hash: str) -> Response | None:
         ),
         {"livemode": livemode, "key": key},
     ).one()
-    db.session.rollback()
     if row.request_hash != request_hash:
+        db.session.rollback()
         raise IdempotencyKeyReused(param="Idempotency-Key")
     if row.response_status is None:
-        raise IdempotencyKeyInUse(param="Idempotency-Key", headers={"Retry-After": "1"})
+        return _take_over(livemode, key, token)
+    db.session.rollback()
     body = row.response_body
     if isinstance(body, dict) and set(body) == {_ENCRYPTED}:
         body = json.loads(crypto.decrypt(body[_ENCRYPTED]))
@@ -125,7 +168,34 @@ def _claim(livemode: bool, key: str, request_hash: str) -> Response | None:
     return replay
 
 
-def _complete(livemode: bool, key: str, response: Response, *, encrypt: bool) -> None:
+def _take_over(livemode: bool, key: str, token: str) -> Claim:
+    """Take over a claim still without an answer whose lease has run out (its request
+    died), or raise IdempotencyKeyInUse while the lease holds. The row lock the UPDATE takes
+    lets exactly one of several simultaneous retries win."""
+    lease = current_app.extensions["lango.settings"].IDEMPOTENCY_LEASE_SECONDS
+    taken = db.session.execute(
+        text(
+            "UPDATE idempotency_keys SET lease_token = :token, locked_at = now() "
+            "WHERE livemode = :livemode AND key = :key AND response_status IS NULL "
+            "AND locked_at < now() - make_interval(secs => :lease) "
+            "RETURNING object_id"
+        ),
+        {"token": token, "livemode": livemode, "key": key, "lease": lease},
+    ).one_or_none()
+    if taken is None:
+        db.session.rollback()
+        raise IdempotencyKeyInUse(param="Idempotency-Key", headers={"Retry-After": "1"})
+    db.session.commit()
+    logger.warning(
+        "idempotency claim taken over after its lease ran out",
+        extra={"livemode": livemode, "object_id": taken.object_id},
+    )
+    return Claim(livemode, key, token, taken.object_id)
+
+
+def _complete(claim: Claim, response: Response, *, encrypt: bool) -> None:
+    """Store the answer, unless the claim was taken over meanwhile (this request outlived its
+    lease): the answer stored is then the one of the retry that took it."""
     body = response.get_data(as_text=True)
     if encrypt:
         body = json.dumps({_ENCRYPTED: crypto.encrypt(body)})
@@ -134,23 +204,38 @@ def _complete(livemode: bool, key: str, response: Response, *, encrypt: bool) ->
         text(
             "UPDATE idempotency_keys SET response_status = :status, "
             "response_body = CAST(:body AS jsonb), completed_at = now() "
-            "WHERE livemode = :livemode AND key = :key"
+            "WHERE livemode = :livemode AND key = :key AND lease_token = :token"
         ),
         {
             "status": response.status_code,
             "body": body,
-            "livemode": livemode,
-            "key": key,
+            "livemode": claim.livemode,
+            "key": claim.key,
+            "token": claim.lease_token,
         },
     )
     db.session.commit()
 
 
-def _release(livemode: bool, key: str) -> None:
+def _release(claim: Claim) -> None:
+    """Free the key after the request raised. A claim with a linked object is not deleted
+    (a retry would make a second one) but its lease ends now: the next retry takes it over
+    and answers with the object."""
     db.session.rollback()
+    params = {"livemode": claim.livemode, "key": claim.key, "token": claim.lease_token}
     db.session.execute(
-        text("DELETE FROM idempotency_keys WHERE livemode = :livemode AND key = :key"),
-        {"livemode": livemode, "key": key},
+        text(
+            "DELETE FROM idempotency_keys WHERE livemode = :livemode AND key = :key "
+            "AND lease_token = :token AND object_id IS NULL"
+        ),
+        params,
+    )
+    db.session.execute(
+        text(
+            "UPDATE idempotency_keys SET locked_at = '-infinity' "
+            "WHERE livemode = :livemode AND key = :key AND lease_token = :token"
+        ),
+        params,
     )
     db.session.commit()
 

@@ -13,7 +13,7 @@ from flask.views import MethodView
 from core.api import Blueprint, errors, paginate
 from core.errors import NotFound, PermissionDenied
 from core.extensions import db, limiter
-from core.idempotency import idempotent
+from core.idempotency import current_claim, idempotent
 from core.tenancy import tenant_scope
 from payments import credentials, reports, service
 from payments.models import StkPush
@@ -63,7 +63,9 @@ class StkPushes(MethodView):
         254700000099 no callback (resolved by reconciliation); 254700000098 duplicate
         callback; 254700000097 callback after 60 s.
         """
-        return service.initiate_push(current_caller(), service.PushRequest(**body))
+        return service.initiate_push(
+            current_caller(), service.PushRequest(**body), claim=current_claim()
+        )
 
     @stk_pushes.arguments(StkPushListQuerySchema, location="query")
     @stk_pushes.response(200, StkPushListSchema)

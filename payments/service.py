@@ -28,6 +28,7 @@ from core.api import field_with_nul
 from core.errors import LangoError, NotFound, PermissionDenied
 from core.events import record_event
 from core.extensions import db
+from core.idempotency import Claim
 from core.ids import new_id
 from core.tenancy import require_tenant
 from payments.daraja import DarajaClient, DarajaCredentials, DarajaError, DarajaRejected
@@ -79,7 +80,13 @@ class PushRequest:
     metadata: dict
 
 
-def initiate_push(caller: Caller, request: PushRequest, *, actor: Actor | None = None) -> StkPush:
+def initiate_push(
+    caller: Caller,
+    request: PushRequest,
+    *,
+    actor: Actor | None = None,
+    claim: Claim | None = None,
+) -> StkPush:
     """Create the push (pending) and ask Daraja to prompt the customer.
 
     The pending row is committed before Daraja is called, so a crash at any point leaves a
@@ -89,8 +96,13 @@ def initiate_push(caller: Caller, request: PushRequest, *, actor: Actor | None =
     DarajaUnavailable (after marking the push failed) when Daraja refused it or was surely
     not reached; when Daraja may have acted on it, the push stays pending. `actor` is who
     the audit trail names (default: the request's API key; the dashboard names its member).
+    `claim` (the request's Idempotency-Key) is linked to the push in the push's transaction;
+    a claim that already names a push (its first attempt died) gets that push back, with no
+    second push and no second call to Daraja.
     """
     require_tenant()
+    if claim is not None and claim.object_id is not None:
+        return get_push(claim.object_id, livemode=caller.livemode)
     credentials = daraja_credentials(caller.tenant_id, caller.livemode, caller.live_enabled)
     # Screened before the push row and its quota reservation exist: a blocked push leaves
     # nothing behind to release, is never billed and never reaches Daraja.
@@ -134,6 +146,8 @@ def initiate_push(caller: Caller, request: PushRequest, *, actor: Actor | None =
     )
     if decision.outcome is Outcome.REVIEW:
         open_review_case(caller.tenant_id, push.id, decision.rule_id)  # the push goes ahead
+    if claim is not None:
+        claim.link(push.id)
     db.session.commit()
     logger.info(
         "stk push created",
