@@ -27,7 +27,10 @@ class PlanSchema(Schema):
         },
     )
     rate_limit = fields.String(
-        metadata={"description": "API requests allowed per key", "example": "50 per second"}
+        metadata={
+            "description": "API requests allowed per tenant, all its keys together",
+            "example": "50 per second",
+        }
     )
     livemode_allowed = fields.Boolean()
     max_webhook_endpoints = fields.Integer()
