@@ -163,3 +163,19 @@ def test_live_keys_once_live_mode_is_on(app, client, sign_in):
     assert client.get("/v1/tenant", headers={"Authorization": f"Bearer {secret}"}).get_json()[
         "livemode"
     ]
+
+
+def test_the_dashboard_is_held_to_the_api_key_cap(app, sign_in):
+    from tenants.service import MAX_ACTIVE_KEYS_PER_MODE, create_api_key
+
+    developer = sign_in("developer")
+    with app.app_context():
+        for n in range(MAX_ACTIVE_KEYS_PER_MODE - 1):  # with the sign-up's key: at the cap
+            create_api_key(developer.tenant.id, livemode=False, name=f"k{n}")
+
+    response = post_form(developer.client, "/dashboard/keys", {"name": "One too many"})
+
+    assert response.status_code == 409
+    page = response.get_data(as_text=True)
+    assert f"{MAX_ACTIVE_KEYS_PER_MODE} active keys" in page
+    assert not SECRET.search(page)
