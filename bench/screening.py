@@ -43,7 +43,9 @@ from flask import Flask
 
 from bench.harness import fresh_database, servers
 from compliance import velocity
-from compliance.audit import SYSTEM, AuditAction, record, verify_chain
+from compliance.audit import SYSTEM, AuditAction, record
+from compliance.audit_chain import configured_checkpoint_dir, verify_chain
+from compliance.audit_keys import current_key_ring
 from compliance.fraud import ScreenedPush, active_rules, invalidate_rules, screen
 from core import create_app
 from core.cli import upgrade_public
@@ -244,14 +246,15 @@ def main() -> None:
             print(f"  {count} failed: {error}")
         with app.app_context():
             started = time.perf_counter()
-            report = verify_chain()
+            report = verify_chain(current_key_ring(), configured_checkpoint_dir())
             took = time.perf_counter() - started
             if report.ok:
                 print(f"  verify_chain: ok, {report.entries:,} entries ({took:.2f} s)")
             else:
                 bad = report.first_bad
+                where = f" at seq {bad.seq} ({bad.id})" if bad is not None else ""
                 print(
-                    f"  verify_chain: BROKEN at seq {bad.seq} ({bad.id}): {report.problem}"
+                    f"  verify_chain: BROKEN{where}: {report.problem}"
                     f" ({report.entries:,} entries walked)"
                 )
             db.session.remove()

@@ -1,10 +1,13 @@
 """The audit log: who changed what, append-only and hash-chained.
 
-Each entry's `hash` is SHA-256 over the previous entry's hash plus a canonical JSON of the
-entry's own content, so editing, deleting or reordering any entry breaks the chain from there
-on (`verify_chain`). Appends take a transaction-level advisory lock, so the chain stays linear
-under concurrency, and run in the caller's transaction: the entry commits (or rolls back)
-with the change it records. The table itself refuses UPDATE, DELETE and TRUNCATE (trigger).
+Each entry's `hash` is HMAC-SHA256, under a key that lives in configuration and never in the
+database (compliance.audit_keys), over the previous entry's hash plus a canonical JSON of the
+entry's own content; `seq` counts 1, 2, 3 … without gaps. Editing, deleting or reordering
+any entry breaks the chain from there on, and a superuser cannot recompute the hash without
+the key (compliance.audit_chain verifies, and anchors the head in checkpoints outside the
+database). Appends take a transaction-level advisory lock, so the chain stays linear under
+concurrency, and run in the caller's transaction: the entry commits (or rolls back) with the
+change it records. The table itself refuses UPDATE, DELETE and TRUNCATE (trigger).
 """
 
 from __future__ import annotations
@@ -12,22 +15,25 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flask import g, has_request_context
+from flask import current_app, g, has_request_context
+from flask_login import current_user
 from sqlalchemy import BigInteger, DateTime, String, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from compliance.audit_keys import AuditKey, current_key_ring
 from core.api import paginate
 from core.extensions import db
 from core.ids import new_id
+from tenants.models import Member
 
 GENESIS_HASH = "0" * 64
 # One chain for the whole platform: every append serialises on this lock until its
-# transaction ends, which keeps `prev_hash` pointing at the entry committed just before.
+# transaction ends, which keeps `prev_hash` pointing at the entry committed just before and
+# `seq` free of gaps (a rolled-back append leaves none: seq is not taken from a sequence).
 _APPEND_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('lango.audit_log', 0))"
 
 
@@ -81,6 +87,8 @@ class Actor:
 
 
 SYSTEM = Actor(ActorType.SYSTEM)
+# Page users (flask-login's current_user) by class; staff adds StaffUser at start-up.
+_SESSION_USER_TYPES: dict[type, ActorType] = {Member: ActorType.MEMBER}
 
 
 class AuditEntry(db.Model):
@@ -102,6 +110,8 @@ class AuditEntry(db.Model):
     diff: Mapped[dict | None] = mapped_column(JSONB)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # The audit key whose HMAC `hash` is; NULL: written before keying (unkeyed SHA-256).
+    key_id: Mapped[str | None] = mapped_column(String(16))
 
 
 def record(
@@ -117,11 +127,14 @@ def record(
     advisory lock until that transaction ends. The actor, source IP and request id come from
     the current request when `actor` is not given (an API key's caller, else "system")."""
     actor = actor or current_actor()
+    key = current_key_ring().signing
     db.session.execute(text(_APPEND_LOCK))
-    prev_hash = db.session.scalar(select(AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1))
+    head = db.session.execute(
+        select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+    ).first()
     entry = AuditEntry(
         id=new_id("aud"),
-        seq=db.session.scalar(text("SELECT nextval('public.audit_log_seq')")),
+        seq=head.seq + 1 if head else 1,
         occurred_at=datetime.now(UTC),
         actor_type=ActorType(actor.type).value,
         actor_id=actor.id,
@@ -134,29 +147,47 @@ def record(
         request_id=_request_value(lambda: g.get("request_id")),
         # Stored as JSONB returns it; hashed in the same normal form.
         diff=None if diff is None else json.loads(json.dumps(diff, default=str)),
-        prev_hash=prev_hash or GENESIS_HASH,
+        prev_hash=head.hash if head else GENESIS_HASH,
+        key_id=key.id,
     )
-    entry.hash = entry_hash(entry, entry.prev_hash)
+    entry.hash = entry_hash(entry, entry.prev_hash, key)
     db.session.add(entry)
     db.session.flush()
     return entry
 
 
 def current_actor() -> Actor:
-    """The API key making the current request (labelled with its prefix), else "system"."""
+    """Who acts in the current request: the API key (labelled with its prefix); else the
+    user signed in to the pages (a member, or a staff user: labelled with the email); else
+    "system" (jobs, commands, Daraja's callbacks)."""
     if not has_request_context():
         return SYSTEM
     caller = g.get("caller")
-    if caller is None:
+    if caller is not None:
+        from tenants.models import ApiKey
+
+        prefix = db.session.scalar(select(ApiKey.prefix).where(ApiKey.id == caller.key_id))
+        return Actor(ActorType.API_KEY, caller.key_id, prefix)
+    user = current_user._get_current_object() if hasattr(current_app, "login_manager") else None
+    actor_type = _SESSION_USER_TYPES.get(type(user))
+    if actor_type is None:
         return SYSTEM
-    from tenants.models import ApiKey
-
-    prefix = db.session.scalar(select(ApiKey.prefix).where(ApiKey.id == caller.key_id))
-    return Actor(ActorType.API_KEY, caller.key_id, prefix)
+    return Actor(actor_type, user.id, user.email)
 
 
-def entry_hash(entry: AuditEntry, prev_hash: str) -> str:
-    return hashlib.sha256((prev_hash + canonical_content(entry)).encode()).hexdigest()
+def name_session_users(user_class: type, actor_type: ActorType) -> None:
+    """Audit `user_class` (a flask-login user of the pages) as `actor_type`: how a package
+    above compliance (staff) makes its users actors without compliance importing it."""
+    _SESSION_USER_TYPES[user_class] = actor_type
+
+
+def entry_hash(entry: AuditEntry, prev_hash: str, key: AuditKey | None) -> str:
+    """HMAC-SHA256 under `key`; with no key, the unkeyed SHA-256 of entries written before
+    keying (verified only where a checkpoint sealed them as such: compliance.audit_chain)."""
+    message = prev_hash + canonical_content(entry)
+    if key is None:
+        return hashlib.sha256(message.encode()).hexdigest()
+    return key.sign(message)
 
 
 def canonical_content(entry: AuditEntry) -> str:
@@ -177,41 +208,6 @@ def canonical_content(entry: AuditEntry) -> str:
         "diff": entry.diff,
     }
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    entries: int
-    first_bad: AuditEntry | None = None
-    problem: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.first_bad is None
-
-
-def verify_chain() -> ChainReport:
-    """Walk the chain in `seq` order and report the first entry whose link or content does
-    not match: an edited entry fails its own hash; a deleted or reordered one breaks the next
-    entry's `prev_hash`. Read-only. (Deleting the newest entries leaves a valid, shorter
-    chain: anchor the latest hash elsewhere to catch that.)"""
-    previous = GENESIS_HASH
-    count = 0
-    for entry in _entries_in_order():
-        count += 1
-        if entry.prev_hash != previous:
-            return ChainReport(
-                count, entry, "prev_hash does not match the entry before it (deleted or reordered)"
-            )
-        if entry.hash != entry_hash(entry, previous):
-            return ChainReport(count, entry, "content does not match its hash (edited)")
-        previous = entry.hash
-    return ChainReport(count)
-
-
-def _entries_in_order() -> Iterator[AuditEntry]:
-    statement = select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=1000)
-    yield from db.session.scalars(statement)
 
 
 def list_entries(
@@ -250,8 +246,6 @@ def _client_ip() -> str:
 
 
 def on_tenant_created(tenant, **_signal_data) -> None:
-    from tenants.models import Member
-
     owner = db.session.scalar(select(Member).where(Member.tenant_id == tenant.id).limit(1))
     record(
         AuditAction.TENANT_SIGNED_UP,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -101,6 +102,9 @@ def export_audit_log(**filters) -> Iterator[str]:
             value = getattr(entry, column)
             if column == "occurred_at":
                 value = value.isoformat()
+            elif column == "diff" and value is not None:
+                # JSON, as the API gives it: readable by any tool, not Python's repr.
+                value = json.dumps(value, sort_keys=True, ensure_ascii=False)
             row.append("" if value is None else value)
         yield line(row)
 

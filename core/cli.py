@@ -261,6 +261,10 @@ def scheduler() -> None:
 
     # Idempotency-Keys are kept 24 h, then dropped so the table stays small.
     cron.register(purge_idempotency_keys, queue_name="default", interval=3600, job_timeout=600)
+    from compliance.jobs import checkpoint_audit_chain
+
+    # Anchors the audit chain's head outside the database: deleting entries up to it shows.
+    cron.register(checkpoint_audit_chain, queue_name="default", interval=60, job_timeout=300)
     cron.start()
 
 
@@ -293,6 +297,7 @@ def up(host: str, port: int, sandbox_port: int, web_workers: int, data_dir: str)
         "ENCRYPTION_KEYS", _development_secret(Path(data_dir), "encryption_key", fernet=True)
     )
     os.environ.setdefault("LANGO_ENV", "development")
+    os.environ.setdefault("AUDIT_CHECKPOINT_DIR", str(Path(data_dir) / "audit-checkpoints"))
     os.environ.setdefault("PUBLIC_BASE_URL", f"http://{host}:{port}")
     os.environ.setdefault("SANDBOX_BASE_URL", f"http://{host}:{sandbox_port}")
     os.environ.setdefault("SANDBOX_REDIS_URL", os.environ["REDIS_URL"])
@@ -405,6 +410,7 @@ def _write_runtime_env(data_dir: Path) -> None:
         "PUBLIC_BASE_URL",
         "SANDBOX_BASE_URL",
         "SANDBOX_REDIS_URL",
+        "AUDIT_CHECKPOINT_DIR",
     )
     path.write_text("".join(f"{name}={os.environ[name]}\n" for name in names))
     path.chmod(0o600)

@@ -83,6 +83,13 @@ def _encryption_keys(value: str) -> tuple[str, ...]:
     return keys
 
 
+def _audit_keys(value: str) -> tuple[str, ...]:
+    keys = tuple(key.strip() for key in value.split(",") if key.strip())
+    if any(len(key) < 32 for key in keys):
+        raise ValueError("each key must be at least 32 characters")
+    return keys
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the platform needs to run. Field names are the environment variable names."""
@@ -148,6 +155,11 @@ class Settings:
     WEBHOOK_ENDPOINT_CONCURRENCY: int = 2
     # An endpoint failing without a success for this long is disabled.
     WEBHOOK_DISABLE_AFTER_SECONDS: int = 5 * 24 * 3600
+    # The audit chain's HMAC keys, newest first (older ones still verify what they signed);
+    # empty = one key derived from SECRET_KEY. Never stored in the database.
+    AUDIT_KEYS: tuple[str, ...] = ()
+    # Signed checkpoints of the audit chain's head, kept outside the database.
+    AUDIT_CHECKPOINT_DIR: str = ".lango/audit-checkpoints"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -179,6 +191,7 @@ _PARSERS = {
     "WEBHOOK_RETRY_SCHEDULE": _schedule,
     "WEBHOOK_ENDPOINT_CONCURRENCY": _positive_int,
     "WEBHOOK_DISABLE_AFTER_SECONDS": _positive_int,
+    "AUDIT_KEYS": _audit_keys,
 }
 
 _REQUIRED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ENCRYPTION_KEYS")

@@ -107,6 +107,9 @@ def make_config(database_url: str, redis_url: str, **overrides) -> dict:
         "SANDBOX_BASE_URL": f"http://127.0.0.1:{SANDBOX_PORT}",
         "RECONCILE_AFTER_SECONDS": "1",
         "RECONCILE_INTERVAL_SECONDS": "1",
+        # Never a checkout's own `lango up` checkpoints (they anchor another database); tests
+        # that write checkpoints pass a directory of their own.
+        "AUDIT_CHECKPOINT_DIR": str(ROOT / ".lango" / "test" / "audit-checkpoints"),
         **overrides,
     }
 

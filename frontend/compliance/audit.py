@@ -21,7 +21,9 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional, ValidationError
 
 from compliance import console
-from compliance.audit import ActorType, AuditAction, verify_chain
+from compliance.audit import ActorType, AuditAction
+from compliance.audit_chain import configured_checkpoint_dir, verify_chain
+from compliance.audit_keys import current_key_ring
 from frontend.compliance import PAGE_SIZE, bp, cursor_args, enum_choices
 from frontend.fields import EatDayField
 from payments.reports import eat_day
@@ -110,15 +112,17 @@ def audit_export():
 
 @bp.post("/audit/verify")
 def audit_verify():
-    report = verify_chain()
+    report = verify_chain(current_key_ring(), configured_checkpoint_dir())
     result = {"ok": report.ok, "entries": report.entries, "checked_at": datetime.now(UTC)}
     if report.ok:
         flash(f"The audit chain is intact: {report.entries:,} entries checked.", "success")
     else:
+        # A problem without an entry: the newest entries deleted, or the checkpoint file.
         bad = report.first_bad
-        result.update(seq=bad.seq, id=bad.id, problem=report.problem)
+        where = f" at seq {bad.seq} ({bad.id})" if bad is not None else ""
+        result.update(seq=bad and bad.seq, id=bad and bad.id, problem=report.problem)
         flash(
-            f"The audit chain is broken at seq {bad.seq} ({bad.id}): {report.problem}. "
+            f"The audit chain is broken{where}: {report.problem}. "
             f"{report.entries:,} entries checked.",
             "error",
         )

@@ -5,16 +5,24 @@ only their own trail."""
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import threading
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from compliance.audit import AuditAction, AuditEntry, record
+from compliance.audit import GENESIS_HASH, AuditAction, AuditEntry, entry_hash, record
+from compliance.audit_chain import CHECKPOINT_FILE
+from compliance.audit_keys import key_ring
 from compliance.cli import audit as audit_command
+from compliance.jobs import checkpoint_audit_chain
+from core.cli import scheduler as scheduler_command
 from core.extensions import db
-from tests.conftest import ApiClient
+from tests.conftest import TEST_SECRET_KEY, ApiClient
 
 AUDIT_LOG = "/v1/audit-log"
 CREDENTIALS = {
@@ -51,9 +59,24 @@ def assert_key_actor(entry: AuditEntry, tenant) -> None:
     assert entry.request_id.startswith("req_") and entry.source_ip
 
 
-def verify(app):
+@pytest.fixture
+def checkpoints(tmp_path) -> Path:
+    """A checkpoint directory of the test's own (the app's is never written by tests)."""
+    return tmp_path / "audit-checkpoints"
+
+
+def verify(app, checkpoint_dir: Path | None = None):
     runner = app.test_cli_runner()
-    return runner.invoke(audit_command, ["verify"])
+    where = ["--checkpoint-dir", str(checkpoint_dir)] if checkpoint_dir else []
+    return runner.invoke(audit_command, ["verify", *where])
+
+
+def checkpoint(app, checkpoint_dir: Path) -> str:
+    result = app.test_cli_runner().invoke(
+        audit_command, ["checkpoint", "--checkpoint-dir", str(checkpoint_dir)]
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 def test_signup_is_recorded_with_the_owner_as_actor(app, tenant):
@@ -177,14 +200,6 @@ def test_the_table_refuses_update_delete_and_truncate(app, tenant, statement):
     assert len(entries(app)) == 1
 
 
-def test_verify_passes_on_an_untouched_chain(app, tenant_factory):
-    for _ in range(3):
-        tenant_factory()
-    result = verify(app)
-    assert result.exit_code == 0, result.output
-    assert result.output.strip() == "ok, 3 entries"
-
-
 def tamper(app, *statements: str, **params) -> None:
     """What a superuser could do: switch the trigger off, change rows, switch it back."""
     with app.app_context(), db.engine.begin() as connection:
@@ -192,6 +207,82 @@ def tamper(app, *statements: str, **params) -> None:
         for sql in statements:
             connection.execute(text(sql), params)
         connection.exec_driver_sql("ALTER TABLE public.audit_log ENABLE TRIGGER USER")
+
+
+def rewrite_unkeyed(app, from_seq: int, changes: dict | None = None, *, keep_key_id=False):
+    """What a superuser without the audit key can do at best: change entries from `from_seq`
+    on (`changes`: {entry id: {column: value}}) and recompute every hash from there the old,
+    unkeyed way, re-linking each prev_hash."""
+    changes = changes or {}
+    with app.app_context():
+        rows = db.session.scalars(select(AuditEntry).order_by(AuditEntry.seq)).all()
+        previous = GENESIS_HASH
+        updates = []
+        for entry in rows:
+            if entry.seq >= from_seq:
+                for column, value in changes.get(entry.id, {}).items():
+                    setattr(entry, column, value)
+                key_id = entry.key_id if keep_key_id else None
+                hashed = entry_hash(entry, previous, None)
+                updates.append(
+                    {**changes.get(entry.id, {}), "prev_hash": previous, "hash": hashed}
+                    | {"key_id": key_id, "id": entry.id}
+                )
+                previous = hashed
+            else:
+                previous = entry.hash
+        db.session.rollback()
+        db.session.remove()
+    with app.app_context(), db.engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE public.audit_log DISABLE TRIGGER USER")
+        # Highest seq first: a renumbered entry never collides with the one after it.
+        for update in reversed(updates):
+            columns = ", ".join(f"{name} = :{name}" for name in update if name != "id")
+            connection.execute(
+                text(f"UPDATE public.audit_log SET {columns} WHERE id = :id"),
+                update,
+            )
+        connection.exec_driver_sql("ALTER TABLE public.audit_log ENABLE TRIGGER USER")
+
+
+def delete_newest(app, count: int) -> None:
+    """The issue's own attack: a superuser session with triggers off deletes the newest."""
+    with app.app_context(), db.engine.begin() as connection:
+        connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        connection.exec_driver_sql(
+            "DELETE FROM public.audit_log WHERE seq IN "
+            f"(SELECT seq FROM public.audit_log ORDER BY seq DESC LIMIT {count})"
+        )
+
+
+def test_verify_passes_on_an_untouched_chain(app, tenant_factory, checkpoints):
+    for _ in range(3):
+        tenant_factory()
+    result = verify(app, checkpoints)
+    assert result.exit_code == 0, result.output
+    first, second = result.output.strip().splitlines()
+    assert first == "ok, 3 entries"
+    assert second.startswith("no checkpoint in ") and "would not be detected" in second
+
+
+def test_entries_are_keyed_and_numbered_without_gaps(app, app_context):
+    record(AuditAction.TENANT_SUSPENDED, target_type="tenant", target_id="a", tenant_id=None)
+    db.session.rollback()  # an append that rolls back leaves no gap
+    first = record(
+        AuditAction.TENANT_SUSPENDED, target_type="tenant", target_id="b", tenant_id=None
+    )
+    second = record(
+        AuditAction.TENANT_REINSTATED, target_type="tenant", target_id="b", tenant_id=None
+    )
+    db.session.commit()
+
+    assert (first.seq, second.seq) == (1, 2)
+    signing = key_ring((), TEST_SECRET_KEY).signing
+    assert first.key_id == second.key_id == signing.id
+    assert second.prev_hash == first.hash
+    assert second.hash == entry_hash(second, first.hash, signing)
+    # Not the unkeyed SHA-256 that anyone with the rows could recompute.
+    assert second.hash != entry_hash(second, first.hash, None)
 
 
 def test_verify_names_an_edited_entry(app, tenant_factory):
@@ -209,11 +300,28 @@ def test_verify_names_an_edited_entry(app, tenant_factory):
     assert victim.id in result.output and "edited" in result.output
 
 
-def test_verify_names_the_entry_after_a_deleted_one(app, tenant_factory):
+def test_verify_names_the_gap_a_deleted_entry_leaves(app, tenant_factory):
     for _ in range(4):
         tenant_factory()
     rows = entries(app)
     tamper(app, "DELETE FROM public.audit_log WHERE id = :id", id=rows[1].id)
+
+    result = verify(app)
+    assert result.exit_code == 1
+    assert rows[2].id in result.output and "seq 2 missing before it (deleted)" in result.output
+
+
+def test_verify_names_the_entry_after_a_deleted_one_when_the_gap_is_closed(app, tenant_factory):
+    for _ in range(4):
+        tenant_factory()
+    rows = entries(app)
+    # Delete seq 2 and renumber 3, 4 to 2, 3: no gap is left, the link still breaks.
+    tamper(
+        app,
+        "DELETE FROM public.audit_log WHERE id = :gone",
+        "UPDATE public.audit_log SET seq = seq - 1 WHERE seq > 2",
+        gone=rows[1].id,
+    )
 
     result = verify(app)
     assert result.exit_code == 1
@@ -238,6 +346,191 @@ def test_verify_detects_reordering(app, tenant_factory):
     result = verify(app)
     assert result.exit_code == 1
     assert second.id in result.output
+
+
+@pytest.mark.parametrize(
+    ("keep_key_id", "problem"),
+    [
+        (True, "content does not match its hash (edited)"),
+        (False, "unkeyed hash, and no checkpoint seals it"),
+    ],
+)
+def test_verify_names_the_newest_entry_rewritten_with_a_recomputed_unkeyed_hash(
+    app, tenant_factory, keep_key_id, problem
+):
+    for _ in range(3):
+        tenant_factory()
+    newest = entries(app)[-1]
+    rewrite_unkeyed(app, newest.seq, {newest.id: {"target_id": "forged"}}, keep_key_id=keep_key_id)
+
+    result = verify(app)
+    assert result.exit_code == 1
+    assert newest.id in result.output and problem in result.output
+
+
+def test_verify_names_a_chain_rewritten_unkeyed_from_the_start(app, tenant_factory, checkpoints):
+    for _ in range(3):
+        tenant_factory()
+    checkpoint(app, checkpoints)
+    rows = entries(app)
+    rewrite_unkeyed(app, 1, {rows[0].id: {"target_id": "forged"}})
+
+    result = verify(app, checkpoints)
+    assert result.exit_code == 1
+    assert rows[0].id in result.output and "unkeyed hash" in result.output
+
+
+def test_verify_detects_the_newest_entries_deleted_up_to_the_last_checkpoint(
+    app, tenant_factory, checkpoints
+):
+    for _ in range(4):
+        tenant_factory()
+    assert "checkpoint: seq 4 " in checkpoint(app, checkpoints)
+    assert verify(app, checkpoints).exit_code == 0
+    delete_newest(app, 2)
+
+    result = verify(app, checkpoints)
+    assert result.exit_code == 1
+    assert "the chain ends at seq 2" in result.output
+    assert "the newest entries (seq 3 to 4) were deleted" in result.output
+
+
+def test_deleting_entries_written_after_the_last_checkpoint_is_not_detected(
+    app, tenant_factory, checkpoints
+):
+    """The limit, as the README states it: only what a checkpoint anchors is protected from
+    deletion; `verify` says how many entries are not anchored yet."""
+    for _ in range(2):
+        tenant_factory()
+    checkpoint(app, checkpoints)
+    for _ in range(2):
+        tenant_factory()
+    delete_newest(app, 1)
+
+    result = verify(app, checkpoints)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "ok, 3 entries"
+    assert "last checkpoint: seq 2 " in result.output and "1 entries after it" in result.output
+
+
+def test_verify_names_an_entry_that_no_longer_matches_its_checkpoint(
+    app, tenant_factory, checkpoints
+):
+    for _ in range(2):
+        tenant_factory()
+    checkpoint(app, checkpoints)
+    rows = entries(app)
+    # Even a rewrite that verified as a chain (it cannot without the key) differs from the
+    # checkpointed hash: here the whole chain is recomputed unkeyed, as if sealed earlier.
+    rewrite_unkeyed(app, 2, {rows[1].id: {"target_id": "forged"}}, keep_key_id=True)
+
+    result = verify(app, checkpoints)
+    assert result.exit_code == 1 and rows[1].id in result.output
+
+
+def test_verify_names_an_edited_checkpoint_file(app, tenant_factory, checkpoints):
+    tenant_factory()
+    checkpoint(app, checkpoints)
+    path = checkpoints / CHECKPOINT_FILE
+    line = json.loads(path.read_text())
+    path.write_text(json.dumps({**line, "seq": 0}) + "\n")
+
+    result = verify(app, checkpoints)
+    assert result.exit_code == 1
+    assert "line 1: signature does not match (edited)" in result.output
+
+
+def test_an_upgraded_chain_verifies_once_its_unkeyed_entries_are_sealed(
+    app, tenant_factory, checkpoints
+):
+    for _ in range(3):
+        tenant_factory()
+    rows = entries(app)
+    # The chain as the unkeyed version left it: SHA-256 hashes, no key id, and a gap where
+    # an append rolled back (seq came from a sequence then).
+    rewrite_unkeyed(app, 1, {rows[2].id: {"seq": 5}})
+    refused = verify(app, checkpoints)
+    assert refused.exit_code == 1 and "run `lango audit checkpoint` once" in refused.output
+
+    checkpoint(app, checkpoints)  # seals seq 1 to 5 as written before keying
+    tenant_factory()
+    result = verify(app, checkpoints)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "ok, 4 entries"
+    assert entries(app)[-1].seq == 6 and entries(app)[-1].key_id is not None
+
+    newest = entries(app)[-1]
+    rewrite_unkeyed(app, newest.seq, {newest.id: {"target_id": "forged"}})
+    result = verify(app, checkpoints)
+    assert result.exit_code == 1
+    assert newest.id in result.output and "sealed only seq 1 to 5" in result.output
+
+
+def test_rotated_audit_keys_keep_verifying_what_they_signed(app, monkeypatch, tenant_factory):
+    tenant_factory()
+    settings = app.extensions["lango.settings"]
+    rotated = replace(settings, AUDIT_KEYS=("a-new-audit-key-of-at-least-32-chars",))
+    monkeypatch.setitem(app.extensions, "lango.settings", rotated)
+    tenant_factory()
+    first, second = entries(app)
+    assert first.key_id != second.key_id
+
+    assert verify(app).exit_code == 0
+    # Without the new key, what it signed cannot be checked, and verify says so.
+    monkeypatch.setitem(app.extensions, "lango.settings", settings)
+    result = verify(app)
+    assert result.exit_code == 1
+    assert second.id in result.output and f"audit key {second.key_id}" in result.output
+
+
+def test_the_checkpoint_job_writes_the_head_to_the_directory_and_the_log(
+    app, tenant_factory, checkpoints, monkeypatch, caplog
+):
+    settings = replace(app.extensions["lango.settings"], AUDIT_CHECKPOINT_DIR=str(checkpoints))
+    monkeypatch.setitem(app.extensions, "lango.settings", settings)
+    for _ in range(2):
+        tenant_factory()
+
+    with app.app_context(), caplog.at_level(logging.INFO, logger="lango.audit"):
+        assert checkpoint_audit_chain() == 2
+        assert checkpoint_audit_chain() is None  # nothing new: no line
+
+    (line,) = (checkpoints / CHECKPOINT_FILE).read_text().splitlines()
+    written = json.loads(line)
+    assert (written["chain"], written["seq"]) == ("platform", 2)
+    assert written["hash"] == entries(app)[-1].hash and written["signature"]
+    (logged,) = [r for r in caplog.records if r.getMessage() == "audit checkpoint"]
+    assert logged.audit_checkpoint == written
+
+
+def test_the_checkpoint_job_anchors_nothing_on_a_broken_chain(app, tenant_factory, checkpoints):
+    for _ in range(2):
+        tenant_factory()
+    tamper(app, "UPDATE public.audit_log SET target_id = 'forged' WHERE seq = 2")
+    result = app.test_cli_runner().invoke(
+        audit_command, ["checkpoint", "--checkpoint-dir", str(checkpoints)]
+    )
+    assert result.exit_code == 1 and "edited" in result.output
+    assert not (checkpoints / CHECKPOINT_FILE).exists()
+
+
+def test_the_scheduler_checkpoints_the_chain_every_minute(app, monkeypatch):
+    registered = {}
+
+    class Cron:
+        def __init__(self, connection):
+            pass
+
+        def register(self, func, queue_name, interval, **options):
+            registered[func.__name__] = interval
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr("rq.cron.CronScheduler", Cron)
+    result = app.test_cli_runner().invoke(scheduler_command)
+    assert result.exit_code == 0, result.output
+    assert registered["checkpoint_audit_chain"] == 60
 
 
 def test_the_chain_stays_linear_with_8_concurrent_appenders(app):
@@ -271,7 +564,8 @@ def test_the_chain_stays_linear_with_8_concurrent_appenders(app):
     assert len(rows) == 80
     assert all(row.prev_hash == before.hash for before, row in itertools.pairwise(rows))
     result = verify(app)
-    assert result.exit_code == 0 and result.output.strip() == "ok, 80 entries"
+    assert result.exit_code == 0 and result.output.splitlines()[0] == "ok, 80 entries"
+    assert [row.seq for row in rows] == list(range(1, 81))
 
 
 def test_tenants_see_only_their_own_trail(app, client, api, tenant, tenant_factory):
@@ -316,3 +610,30 @@ def test_audit_log_pages_and_filters(app, api, tenant):
     assert later.get_json()["data"] == [] and newest.endswith("Z")
     bad = api.get(AUDIT_LOG, query_string={"action": "nope"})
     assert bad.status_code == 400
+
+
+def test_a_signed_in_page_user_is_the_actor_when_no_key_acts(app, tenant, staff_factory):
+    """A member (dashboard) or staff user (consoles) signed in with flask-login acts as
+    themselves: receivers of other domains' signals record without naming an actor."""
+    from flask_login import login_user
+
+    from staff.models import StaffUser
+    from tenants.models import Member
+
+    account = staff_factory("admin")
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "203.0.113.9"}):
+        member = db.session.scalar(select(Member).where(Member.tenant_id == tenant.id))
+        staff_user = db.session.get(StaffUser, account.id)
+        for user, actor_type in ((member, "member"), (staff_user, "staff")):
+            login_user(user)
+            entry = record(
+                AuditAction.TENANT_SUSPENDED, target_type="tenant", target_id="x", tenant_id=None
+            )
+            assert (entry.actor_type, entry.actor_id, entry.actor_label) == (
+                actor_type,
+                user.id,
+                user.email,
+            )
+            assert entry.source_ip == "203.0.113.9"
+        db.session.rollback()
+        db.session.remove()

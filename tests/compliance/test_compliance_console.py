@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import secrets
 from datetime import UTC, datetime
 
@@ -76,6 +77,19 @@ def test_compliance_staff_export_the_audit_log_as_csv(compliance, tenant, tenant
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert [(row["tenant_id"], row["action"]) for row in rows] == [(tenant.id, "tenant.signed_up")]
     assert len(rows[0]["hash"]) == 64
+
+
+def test_the_csv_export_writes_each_diff_as_json(compliance, api, tenant):
+    client, _ = compliance
+    api.post("/v1/api-keys", json={"name": "server", "mode": "test"})
+
+    response = client.get("/v1/admin/audit-log/export", query_string={"tenant_id": tenant.id})
+
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    created = next(row for row in rows if row["action"] == "api_key.created")
+    # JSON (false, double quotes), not Python's repr (False, single quotes).
+    assert json.loads(created["diff"])["after"]["livemode"] is False
+    assert '"livemode": false' in created["diff"]
 
 
 def test_staff_without_the_compliance_role_are_refused(app, staff_factory, clock, tenant):
