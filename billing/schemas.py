@@ -2,7 +2,7 @@
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from core.api import UtcDateTime, list_schema
+from core.api import MAX_BIG_INTEGER, StrictBoolean, UtcDateTime, list_schema
 from payments.schemas import PhoneNumber
 
 # --- plans, subscription and usage -----------------------------------------------------
@@ -76,10 +76,10 @@ class SubscriptionUpdateSchema(Schema):
     overage_spending_cap = fields.Integer(
         strict=True,
         allow_none=True,
-        validate=validate.Range(min=0),
+        validate=validate.Range(min=0, max=MAX_BIG_INTEGER),
         metadata={"description": "KES per period; null removes the cap"},
     )
-    cancel_at_period_end = fields.Boolean()
+    cancel_at_period_end = StrictBoolean()
     payment_method = fields.String(
         validate=validate.Regexp(r"^pm_[A-Za-z0-9_]{1,250}$", error="Expected a pm_… id."),
         metadata={

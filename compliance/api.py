@@ -148,7 +148,7 @@ def resolve_fraud_case(body, case_id: str):
 
 @admin_fraud.post("/v1/admin/fraud-cases/<case_id>/assign")
 @admin_fraud.doc(security=STAFF_SECURITY)
-@admin_fraud.arguments(AssignFraudCaseSchema)
+@admin_fraud.arguments(AssignFraudCaseSchema, required=False)  # no body: yourself
 @admin_fraud.response(200, FraudCaseSchema)
 @errors(admin_fraud, 400, 401, 403, 404)
 def assign_fraud_case(body, case_id: str):

@@ -7,7 +7,7 @@ from marshmallow import Schema, fields, validate
 
 from compliance.audit import ActorType, AuditAction
 from compliance.fraud import Outcome, ReviewStatus
-from core.api import ListQuerySchema, UtcDateTime, list_schema
+from core.api import MAX_INTEGER, ListQuerySchema, StrictBoolean, UtcDateTime, list_schema
 
 
 class AuditActorSchema(Schema):
@@ -95,15 +95,17 @@ class FraudRuleCreateSchema(Schema):
     expression = fields.String(required=True, validate=validate.Length(min=1, max=2000))
     outcome = fields.String(required=True, validate=_OUTCOMES)
     description = fields.String(load_default="", validate=validate.Length(max=255))
-    position = fields.Integer(required=True, validate=validate.Range(min=0))
+    position = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=0, max=MAX_INTEGER)
+    )
 
 
 class FraudRuleUpdateSchema(Schema):
     expression = fields.String(validate=validate.Length(min=1, max=2000))
     outcome = fields.String(validate=_OUTCOMES)
     description = fields.String(validate=validate.Length(max=255))
-    position = fields.Integer(validate=validate.Range(min=0))
-    enabled = fields.Boolean()
+    position = fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_INTEGER))
+    enabled = StrictBoolean()
 
 
 class FraudCaseSchema(Schema):
@@ -134,11 +136,11 @@ class ResolveFraudCaseSchema(Schema):
         validate=validate.OneOf([ReviewStatus.LEGITIMATE.value, ReviewStatus.FRAUDULENT.value]),
     )
     note = fields.String(load_default="", validate=validate.Length(max=2000))
-    block_phone = fields.Boolean(
+    block_phone = StrictBoolean(
         load_default=False,
         metadata={"description": "With `fraudulent`: add the phone to the tenant's blocklist"},
     )
-    suspend_tenant = fields.Boolean(
+    suspend_tenant = StrictBoolean(
         load_default=False,
         metadata={"description": "With `fraudulent`: suspend the tenant (reason 'compliance')"},
     )

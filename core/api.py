@@ -5,11 +5,12 @@ pagination, and the offline Swagger UI at /docs."""
 from __future__ import annotations
 
 from datetime import UTC
+from functools import wraps
 
 import flask_smorest
 import swagger_ui_bundle
 from flask import Blueprint as FlaskBlueprint
-from flask import send_from_directory
+from flask import render_template, request, send_from_directory, url_for
 from marshmallow import Schema, fields, validate
 from webargs.flaskparser import FlaskParser, is_json_request
 
@@ -132,6 +133,30 @@ class Blueprint(flask_smorest.Blueprint):
         super().__init__(*args, **kwargs)
         self.authenticated = authenticated
 
+    def arguments(self, schema, *, location="json", required=True, **kwargs):
+        """flask-smorest's `arguments`, enforcing what the OpenAPI document says: a JSON body
+        documented as required (the default) is refused when missing, instead of being read
+        as `{}`. Where leaving the body out means "the defaults", pass `required=False`."""
+        parse = super().arguments(schema, location=location, required=required, **kwargs)
+        if location != "json" or not required:
+            return parse
+
+        def decorate(view):
+            parsed_view = parse(view)
+
+            @wraps(parsed_view)
+            def view_with_a_body(*args, **kwargs):
+                if not request.get_data(cache=True):
+                    raise ValidationFailed(
+                        "The request body is missing; send a JSON object.",
+                        code="parameter_missing",
+                    )
+                return parsed_view(*args, **kwargs)
+
+            return view_with_a_body
+
+        return decorate
+
 
 class ApiErrorDetailSchema(Schema):
     type = fields.String(required=True, metadata={"example": "invalid_request_error"})
@@ -144,6 +169,45 @@ class ApiErrorDetailSchema(Schema):
         metadata={"description": "Every invalid field with its problems"},
     )
     request_id = fields.String(required=True, metadata={"example": "req_01j..."})
+    # Details some errors add (LangoError's keyword arguments), each named here: the error
+    # schema allows no other field.
+    stk_push_id = fields.String(
+        metadata={
+            "description": "daraja_unavailable: the push that failed; invoice_payment_in_"
+            "progress: the push still open"
+        }
+    )
+    daraja_error_code = fields.String(
+        allow_none=True,
+        metadata={"description": "daraja_unavailable: Daraja's own error code, when it gave one"},
+    )
+    plan = fields.String(
+        metadata={"description": "quota_exceeded, livemode_not_enabled: the plan's code"}
+    )
+    subscription_status = fields.String(
+        metadata={"description": "livemode_not_enabled: the unpaid subscription's status"}
+    )
+    limit = fields.Integer(
+        metadata={
+            "description": "quota_exceeded: pushes allowed this period; endpoint_limit_reached: "
+            "webhook endpoints the plan allows"
+        }
+    )
+    used = fields.Integer(metadata={"description": "quota_exceeded: pushes counted this period"})
+    resets_at = fields.String(
+        metadata={"description": "quota_exceeded: when the allowance resets (ISO 8601 UTC)"}
+    )
+    rule_id = fields.String(
+        allow_none=True,
+        metadata={"description": "fraud_blocked: the rule that blocked it (null: the blocklist)"},
+    )
+    blocked_by = fields.String(
+        validate=validate.OneOf(["rule", "blocklist"]),
+        metadata={"description": "fraud_blocked: a rule or the tenant's blocklist"},
+    )
+    invoice_status = fields.String(
+        metadata={"description": "invoice_not_open: the invoice's status"}
+    )
 
 
 class ApiErrorSchema(Schema):
@@ -152,6 +216,17 @@ class ApiErrorSchema(Schema):
 
 class LangoApi(flask_smorest.Api):
     ERROR_SCHEMA = ApiErrorSchema
+
+    def _openapi_swagger_ui(self):
+        # flask-smorest's bare page has no viewport, favicon or way back to the site; the
+        # pages' own template (frontend/templates/api_docs.html) wraps the same Swagger UI.
+        return render_template(
+            "api_docs.html",
+            title=self.spec.title,
+            spec_url=url_for(f"{self._make_doc_blueprint_name()}.openapi_json"),
+            swagger_ui_url=self._swagger_ui_url,
+            swagger_ui_config=self.config.get("OPENAPI_SWAGGER_UI_CONFIG", {}),
+        )
 
 
 def errors(blueprint: flask_smorest.Blueprint, *statuses: int):
@@ -176,6 +251,24 @@ def errors(blueprint: flask_smorest.Blueprint, *statuses: int):
         return func
 
     return decorate
+
+
+# Bounds for every integer a request carries, so the database never sees one beyond its
+# column's range (that was a 500): PostgreSQL's `integer` for counts and positions, and for
+# amounts kept in `bigint` the largest integer every JSON client reads exactly (2**53 - 1).
+# Schemas use validate.Range with these; the OpenAPI document shows them as minimum/maximum.
+MAX_INTEGER = 2**31 - 1
+MAX_BIG_INTEGER = 2**53 - 1
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON `true` or `false` only. marshmallow's Boolean also takes 1, 0, "yes", "on"…,
+    which the OpenAPI document (`type: boolean`) does not allow."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value is True or value is False:
+            return value
+        raise self.make_error("invalid", input=value)
 
 
 class UtcDateTime(fields.DateTime):

@@ -2,7 +2,14 @@
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from core.api import ListQuerySchema, UtcDateTime, list_schema
+from core.api import (
+    MAX_BIG_INTEGER,
+    MAX_INTEGER,
+    ListQuerySchema,
+    StrictBoolean,
+    UtcDateTime,
+    list_schema,
+)
 
 
 class StaffLoginSchema(Schema):
@@ -102,19 +109,21 @@ class AdminPlanListSchema(Schema):
     data = fields.List(fields.Nested(AdminPlanSchema))
 
 
-_NON_NEGATIVE = validate.Range(min=0)
+# Each within its column: monthly_price is a bigint, the others integers.
+_PRICE = validate.Range(min=0, max=MAX_BIG_INTEGER)
+_COUNT = validate.Range(min=0, max=MAX_INTEGER)
 
 
 class AdminPlanUpdateSchema(Schema):
     name = fields.String(validate=validate.Length(min=1, max=100))
-    monthly_price = fields.Integer(validate=_NON_NEGATIVE)
-    included_pushes = fields.Integer(validate=_NON_NEGATIVE)
-    overage_price = fields.Integer(allow_none=True, validate=_NON_NEGATIVE)
+    monthly_price = fields.Integer(strict=True, validate=_PRICE)
+    included_pushes = fields.Integer(strict=True, validate=_COUNT)
+    overage_price = fields.Integer(strict=True, allow_none=True, validate=_COUNT)
     rate_limit = fields.String(validate=validate.Length(min=1, max=40))
-    max_webhook_endpoints = fields.Integer(validate=_NON_NEGATIVE)
-    livemode_allowed = fields.Boolean()
-    test_allowance = fields.Integer(validate=_NON_NEGATIVE)
-    position = fields.Integer()
+    max_webhook_endpoints = fields.Integer(strict=True, validate=_COUNT)
+    livemode_allowed = StrictBoolean()
+    test_allowance = fields.Integer(strict=True, validate=_COUNT)
+    position = fields.Integer(strict=True, validate=_COUNT)
 
 
 class AdminPlanCreateSchema(AdminPlanUpdateSchema):
@@ -123,11 +132,11 @@ class AdminPlanCreateSchema(AdminPlanUpdateSchema):
         validate=[validate.Length(min=1, max=40), validate.Regexp(r"^[a-z0-9_-]+$")],
     )
     name = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    monthly_price = fields.Integer(required=True, validate=_NON_NEGATIVE)
-    included_pushes = fields.Integer(required=True, validate=_NON_NEGATIVE)
-    overage_price = fields.Integer(required=True, allow_none=True, validate=_NON_NEGATIVE)
+    monthly_price = fields.Integer(required=True, strict=True, validate=_PRICE)
+    included_pushes = fields.Integer(required=True, strict=True, validate=_COUNT)
+    overage_price = fields.Integer(required=True, strict=True, allow_none=True, validate=_COUNT)
     rate_limit = fields.String(required=True, validate=validate.Length(min=1, max=40))
-    max_webhook_endpoints = fields.Integer(required=True, validate=_NON_NEGATIVE)
-    livemode_allowed = fields.Boolean(required=True)
-    test_allowance = fields.Integer(required=True, validate=_NON_NEGATIVE)
-    position = fields.Integer(load_default=0)
+    max_webhook_endpoints = fields.Integer(required=True, strict=True, validate=_COUNT)
+    livemode_allowed = StrictBoolean(required=True)
+    test_allowance = fields.Integer(required=True, strict=True, validate=_COUNT)
+    position = fields.Integer(load_default=0, strict=True, validate=_COUNT)

@@ -110,6 +110,7 @@ class ApiKeyCreateSchema(Schema):
 class ApiKeyRollSchema(Schema):
     grace_period_seconds = fields.Integer(
         load_default=0,
+        strict=True,
         validate=validate.Range(min=0, max=86400),
         metadata={"description": "How long the old key keeps working (0 to 86400 s)"},
     )

@@ -86,7 +86,7 @@ class WebhookEndpointById(MethodView):
 
 
 @webhook_endpoints.post("/v1/webhook-endpoints/<string:endpoint_id>/rotate-secret")
-@webhook_endpoints.arguments(WebhookSecretRotateSchema)
+@webhook_endpoints.arguments(WebhookSecretRotateSchema, required=False)  # no body: 24 h
 @idempotent(secret_in_response=True)
 @webhook_endpoints.response(200, IssuedWebhookEndpointSchema)
 @errors(webhook_endpoints, 400, 401, 403, 404, 409, 429)
@@ -131,7 +131,7 @@ def get_event(event_id):
 
 
 @event_log.post("/v1/events/<string:event_id>/redeliver")
-@event_log.arguments(EventRedeliverSchema)
+@event_log.arguments(EventRedeliverSchema, required=False)  # no body: every endpoint
 @idempotent
 @event_log.response(202, WebhookDeliveryListSchema)
 @errors(event_log, 400, 401, 403, 404, 409, 429)

@@ -2,7 +2,7 @@
 
 from marshmallow import Schema, fields, validate
 
-from core.api import ListQuerySchema, UtcDateTime, list_schema
+from core.api import ListQuerySchema, StrictBoolean, UtcDateTime, list_schema
 from webhooks.endpoints import ALL_EVENTS, EVENT_TYPES
 from webhooks.models import DeliveryStatus
 
@@ -39,13 +39,13 @@ class WebhookEndpointUpdateSchema(Schema):
     url = _url_field()
     enabled_events = _events_field()
     description = fields.String(allow_none=True, validate=validate.Length(max=255))
-    enabled = fields.Boolean()
+    enabled = StrictBoolean()
 
 
 class WebhookEndpointCreateSchema(WebhookEndpointUpdateSchema):
     url = _url_field(required=True)
     enabled_events = _events_field(load_default=lambda: [ALL_EVENTS])
-    enabled = fields.Boolean(load_default=True)
+    enabled = StrictBoolean(load_default=True)
 
 
 class WebhookEndpointSchema(Schema):

@@ -138,6 +138,50 @@ def nul_character_in_an_idempotency_key(w):
     return w.api().post("/v1/stk-pushes", json=push, headers={"Idempotency-Key": "order-1\u0000"})
 
 
+def url_over_4_kib(w):
+    # gunicorn would answer its own HTML 414 (tests/core/test_schemathesis.py serves through it).
+    return w.api().get("/v1/stk-pushes?phone_number=" + "7" * 5000)
+
+
+def unknown_route_with_an_over_long_url(w):
+    return w.client.get("/v1/no-such-thing/" + "x" * 5000)
+
+
+def missing_body_where_the_document_requires_one(w):
+    # Read as {} it was a silent no-op; the document says the body is required.
+    return w.client.patch(
+        "/v1/webhook-endpoints/we_missing", headers=_bearer(w.tenant_factory().secret)
+    )
+
+
+def boolean_sent_as_a_number(w):
+    return w.api().post(
+        "/v1/webhook-endpoints", json={"url": "https://example.co.ke/hook", "enabled": 0}
+    )
+
+
+def boolean_sent_as_a_word(w):
+    return w.api().post("/v1/subscription", json={"cancel_at_period_end": "yes"})
+
+
+def integer_beyond_postgresql_range(w):
+    return w.api().post("/v1/subscription", json={"overage_spending_cap": 10**20})
+
+
+def integer_sent_as_a_float_beyond_postgresql_range(w):
+    return w.api().post(
+        "/v1/subscription",
+        data='{"overage_spending_cap": 1.5e20}',
+        content_type="application/json",
+    )
+
+
+def integer_sent_as_a_string(w):
+    return w.api().post(
+        f"/v1/api-keys/{w.tenant_factory().key_id}/roll", json={"grace_period_seconds": "60"}
+    )
+
+
 def no_authorization_header(w):
     return w.client.get("/v1/tenant")
 
@@ -295,6 +339,53 @@ CASES = [
         nul_character_in_an_idempotency_key,
         Expected(400, INVALID, "parameter_invalid", "Idempotency-Key"),
     ),
+    (url_over_4_kib, Expected(414, INVALID, "uri_too_long")),
+    (unknown_route_with_an_over_long_url, Expected(414, INVALID, "uri_too_long")),
+    (missing_body_where_the_document_requires_one, Expected(400, INVALID, "parameter_missing")),
+    (
+        boolean_sent_as_a_number,
+        Expected(400, INVALID, "parameter_invalid", "enabled", frozenset({"enabled"})),
+    ),
+    (
+        boolean_sent_as_a_word,
+        Expected(
+            400,
+            INVALID,
+            "parameter_invalid",
+            "cancel_at_period_end",
+            frozenset({"cancel_at_period_end"}),
+        ),
+    ),
+    (
+        integer_beyond_postgresql_range,
+        Expected(
+            400,
+            INVALID,
+            "parameter_invalid",
+            "overage_spending_cap",
+            frozenset({"overage_spending_cap"}),
+        ),
+    ),
+    (
+        integer_sent_as_a_float_beyond_postgresql_range,
+        Expected(
+            400,
+            INVALID,
+            "parameter_invalid",
+            "overage_spending_cap",
+            frozenset({"overage_spending_cap"}),
+        ),
+    ),
+    (
+        integer_sent_as_a_string,
+        Expected(
+            400,
+            INVALID,
+            "parameter_invalid",
+            "grace_period_seconds",
+            frozenset({"grace_period_seconds"}),
+        ),
+    ),
     (no_authorization_header, Expected(401, AUTH, "api_key_missing")),
     (not_a_bearer_token, Expected(401, AUTH, "api_key_missing")),
     (malformed_key, Expected(401, AUTH, "api_key_invalid")),
@@ -379,3 +470,57 @@ def test_missing_fields_are_all_named_with_the_required_message(client):
         "business_name": ["Missing data for required field."],
         "password": ["Missing data for required field."],
     }
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("monthly_price", 10**20),
+        ("monthly_price", 2**53),
+        ("included_pushes", 2**31),
+        ("overage_price", 2**31),
+        ("max_webhook_endpoints", 2**31),
+        ("test_allowance", 2**31),
+        ("position", 2**31),
+    ],
+)
+def test_admin_plan_integers_beyond_their_column_are_refused_by_name(
+    app, staff_factory, clock, field, value
+):
+    from tests.compliance.test_compliance_console import signed_in
+
+    client, csrf = signed_in(app, staff_factory("admin"), clock)
+    plan = {
+        "code": "overflow",
+        "name": "Overflow",
+        "monthly_price": 1,
+        "included_pushes": 1,
+        "overage_price": None,
+        "rate_limit": "1 per second",
+        "max_webhook_endpoints": 1,
+        "livemode_allowed": False,
+        "test_allowance": 1,
+    }
+
+    response = client.post("/v1/admin/plans", json={**plan, field: value}, headers=csrf)
+
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"]["param"] == field
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/api-keys/{key}/roll", "/v1/webhook-endpoints/{endpoint}/rotate-secret"],
+)
+def test_operations_whose_body_is_optional_take_a_missing_body_as_the_defaults(
+    client, tenant_factory, path
+):
+    tenant = tenant_factory()
+    api = ApiClient(client, tenant.secret)
+    endpoint = api.post("/v1/webhook-endpoints", json={"url": "https://example.co.ke/hook"})
+    assert endpoint.status_code == 201, endpoint.get_json()
+    url = path.format(key=tenant.key_id, endpoint=endpoint.get_json()["id"])
+
+    response = api.post(url)
+
+    assert response.status_code in {200, 201}, response.get_json()

@@ -1,7 +1,9 @@
 """The OpenAPI document is the code: valid, complete, honest about authentication; /docs works
 offline."""
 
+import ast
 import re
+from pathlib import Path
 
 import pytest
 from openapi_spec_validator import validate
@@ -186,3 +188,128 @@ def test_docs_page_loads_swagger_ui_from_local_assets_only(client):
         served = client.get(asset)
         assert served.status_code == 200, asset
         assert served.get_data(), asset
+
+
+def _resolve(spec, schema):
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _request_properties(spec):
+    """(where, property schema) for every property a request takes: query parameters and the
+    properties of every request body, nested ones included."""
+    found = []
+
+    def walk(schema, where, seen):
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[1]
+            if name in seen:
+                return
+            seen = seen | {name}
+        schema = _resolve(spec, schema)
+        found.append((where, schema))
+        for name, item in schema.get("properties", {}).items():
+            walk(item, f"{where}.{name}", seen)
+        if "items" in schema:
+            walk(schema["items"], f"{where}[]", seen)
+        if isinstance(schema.get("additionalProperties"), dict):
+            walk(schema["additionalProperties"], f"{where}{{}}", seen)
+
+    for (method, path), operation in _operations(spec).items():
+        for parameter in operation.get("parameters", []):
+            walk(parameter["schema"], f"{method} {path} ?{parameter['name']}", frozenset())
+        for content in operation.get("requestBody", {}).get("content", {}).values():
+            walk(content["schema"], f"{method} {path} body", frozenset())
+    return found
+
+
+def test_every_integer_a_request_takes_is_bounded(spec):
+    # An integer beyond PostgreSQL's range used to reach the database and answer 500.
+    integers = [(where, s) for where, s in _request_properties(spec) if s.get("type") == "integer"]
+
+    assert integers
+    unbounded = [where for where, s in integers if "minimum" not in s or "maximum" not in s]
+    assert unbounded == []
+    assert all(s["maximum"] <= 2**53 - 1 and s["minimum"] >= -(2**53) for _, s in integers)
+
+
+def test_every_documented_request_body_field_is_read_as_documented(app):
+    """JSON bodies: integers are integers (not "5" or 1.5) and booleans are true/false only
+    (not 0/1 or "yes"), as the document's `type` says."""
+    from marshmallow import fields
+
+    from core.api import StrictBoolean
+    from core.extensions import api
+
+    request_components = {
+        _resolve_name(content["schema"])
+        for operation in _operations(api.spec.to_dict()).values()
+        for content in operation.get("requestBody", {}).get("content", {}).values()
+        if "application/json" in operation["requestBody"]["content"]
+    }
+    converter = api.ma_plugin.converter
+    # apispec keys each documented schema by (its class, modifiers…).
+    schemas = {name: key[0] for key, name in converter.refs.items()}
+    loose = []
+    for name in sorted(request_components):
+        for field_name, field in schemas[name]().fields.items():
+            if field.dump_only:
+                continue
+            if isinstance(field, fields.Boolean) and not isinstance(field, StrictBoolean):
+                loose.append(f"{name}.{field_name} (boolean)")
+            if isinstance(field, fields.Integer) and not field.strict:
+                loose.append(f"{name}.{field_name} (integer)")
+    assert request_components
+    assert loose == []
+
+
+def _resolve_name(schema):
+    return schema["$ref"].rsplit("/", 1)[1]
+
+
+def test_the_error_schema_names_every_detail_an_error_carries(spec):
+    """Errors add details (e.g. `stk_push_id`, `limit`) as keyword arguments; the documented
+    error schema allows no undocumented field, so every one raised anywhere is listed."""
+    schema = spec["components"]["schemas"]["ApiErrorDetail"]
+    details = _details_errors_are_raised_with()
+
+    assert schema["additionalProperties"] is False
+    assert {"stk_push_id", "daraja_error_code", "limit"} <= details
+    assert details <= set(schema["properties"])
+
+
+def _details_errors_are_raised_with() -> set[str]:
+    """The keyword arguments, beyond LangoError's own, of every call that builds a LangoError
+    (any subclass) in the application's packages, read from their source."""
+    root = Path(__file__).resolve().parents[2]
+    packages = ("core", "tenants", "payments", "billing", "compliance", "webhooks", "staff")
+    trees = [ast.parse(path.read_text()) for p in packages for path in (root / p).rglob("*.py")]
+    classes = [
+        (tree, node) for tree in trees for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+    ]
+    errors = {"LangoError"}
+    grew = True
+    while grew:
+        grew = False
+        for _, node in classes:
+            if node.name not in errors and any(_name(base) in errors for base in node.bases):
+                errors.add(node.name)
+                grew = True
+    details = set()
+    for tree in trees:
+        # A module's own class of the same name wins (payments.daraja's DarajaUnavailable is
+        # an internal exception, not the API error of payments.service).
+        shadowed = {
+            node.name
+            for owner, node in classes
+            if owner is tree and not any(_name(base) in errors for base in node.bases)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and _name(node.func) in errors - shadowed:
+                details |= {keyword.arg for keyword in node.keywords if keyword.arg}
+    return details - {"message", "code", "param", "errors", "headers"}
+
+
+def _name(node) -> str | None:
+    return getattr(node, "id", None) or getattr(node, "attr", None)

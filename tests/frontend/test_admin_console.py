@@ -282,7 +282,11 @@ def test_admins_create_edit_and_retire_a_plan(app, admin, cleanup_plan):
     ("change", "message"),
     [
         ({"code": "Bad Code!"}, "Code: String does not match expected pattern."),
-        ({"monthly_price": "-5"}, "Monthly price (KES): Must be greater than or equal to 0."),
+        (
+            {"monthly_price": "-5"},
+            "Monthly price (KES): Must be greater than or equal to 0 and less than or equal to "
+            "9007199254740991.",
+        ),
         ({"rate_limit": "lots"}, "is not a rate limit like"),
         ({"name": ""}, "Name: This field is required."),
     ],
