@@ -26,12 +26,19 @@ from sqlalchemy.exc import IntegrityError
 
 from core import signin_throttle, totp
 from core.crypto import decrypt, encrypt
-from core.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
+from core.errors import (
+    AuthenticationFailed,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    TenantSuspended,
+    ValidationFailed,
+)
 from core.extensions import db
 from core.ids import new_id
 from core.passwords import hash_password, spend_a_password_check
 from core.signin_throttle import SignInThrottled
-from tenants.models import Member, MemberInvite, MemberRole
+from tenants.models import Member, MemberInvite, MemberRole, Tenant
 from tenants.schemas import _COMMON_PASSWORDS
 from tenants.service import EmailTaken, normalize_email, verify_password
 
@@ -368,7 +375,8 @@ def accept_invite(token: str, password: str) -> Member:
     """Join the team: a member with the invite's email and role and this password. The
     invite is locked and used once (a second, even concurrent, accept gets InviteInvalid).
     Raises ValidationFailed for a weak password, EmailTaken if the email got an account
-    meanwhile."""
+    meanwhile, TenantSuspended while the team's account is suspended (a suspended tenant
+    changes nothing, its team included; the link works again once it is reinstated)."""
     invite = db.session.scalar(
         select(MemberInvite)
         .where(MemberInvite.token_hash == _token_hash(token or ""))
@@ -377,6 +385,11 @@ def accept_invite(token: str, password: str) -> Member:
     if invite is None or not _usable(invite):
         db.session.rollback()
         raise InviteInvalid()
+    if not db.session.get(Tenant, invite.tenant_id).is_active:
+        db.session.rollback()
+        raise TenantSuspended(
+            "This team's Lango account is suspended; the invite works again once it is reinstated."
+        )
     try:
         check_new_password(password, invite.email)
     except ValidationFailed:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from compliance.audit import AuditEntry
-from core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from core.errors import Conflict, NotFound, PermissionDenied, TenantSuspended, ValidationFailed
 from core.extensions import db
 from core.signin_throttle import SignInThrottled
 from tenants import members
@@ -198,6 +198,21 @@ def test_an_expired_or_revoked_invite_is_refused(app, app_context, tenant):
         with pytest.raises(members.InviteInvalid):
             members.accept_invite(token, "joining-Passw0rd")
     assert members.list_invites(tenant.id) == []
+
+
+def test_an_invite_to_a_suspended_team_waits_for_reinstatement(app, app_context, tenant):
+    from tenants.models import Tenant, TenantStatus
+
+    owner = owner_of(app, tenant)
+    _invite, token = members.invite_member(tenant.id, email(), "viewer", owner)
+    db.session.get(Tenant, tenant.id).status = TenantStatus.SUSPENDED
+    db.session.commit()
+
+    with pytest.raises(TenantSuspended):
+        members.accept_invite(token, "joining-Passw0rd")
+    db.session.get(Tenant, tenant.id).status = TenantStatus.ACTIVE
+    db.session.commit()
+    assert members.accept_invite(token, "joining-Passw0rd").tenant_id == tenant.id
 
 
 def test_inviting_again_replaces_the_earlier_link(app, app_context, tenant):
