@@ -4,6 +4,7 @@ chart drawn on the server (inline SVG, no script), and the latest payments."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 
 from flask import g, render_template
 
@@ -32,7 +33,7 @@ def overview():
         usage=usage,
         used=used,
         allowance=allowance,
-        chart=usage_chart(usage.daily, g.livemode, allowance),
+        chart=usage_chart(usage, g.livemode, allowance),
         can_edit=can_edit(),
     )
 
@@ -63,6 +64,7 @@ class Chart:
     width: int = CHART_WIDTH
     height: int = CHART_HEIGHT
     baseline: int = CHART_HEIGHT - CHART_BOTTOM
+    end_label: str = ""  # the period's last day, under the chart's right edge
 
     @property
     def first_label(self) -> str:
@@ -73,11 +75,21 @@ class Chart:
         return self.bars[-1].label if self.bars else ""
 
 
-def usage_chart(daily: list[DailyUsage], livemode: bool, allowance: int) -> Chart:
-    """Bars of pushes counted per day of the billing period, scaled to the busiest day."""
+def period_days(usage: Usage) -> int:
+    """How many (UTC) days the billing period spans, as usage.daily counts them."""
+    first = usage.period_start.astimezone(UTC).date()
+    last = (usage.period_end - timedelta(microseconds=1)).astimezone(UTC).date()
+    return (last - first).days + 1
+
+
+def usage_chart(usage: Usage, livemode: bool, allowance: int) -> Chart:
+    """Bars of pushes counted per day of the billing period, scaled to the busiest day. Every
+    day of the period has its slot, so early in a period the days so far fill the left of
+    the chart (one day is one narrow bar, not the whole width)."""
+    daily: list[DailyUsage] = usage.daily
     counts = [day.live if livemode else day.test for day in daily]
     peak = max(counts, default=0)
-    slot = CHART_WIDTH / max(len(counts), 1)
+    slot = CHART_WIDTH / max(period_days(usage), len(counts), 1)
     drawable = CHART_HEIGHT - CHART_BOTTOM - 10
     bars, running = [], 0
     for day, count in zip(daily, counts, strict=True):
@@ -94,4 +106,5 @@ def usage_chart(daily: list[DailyUsage], livemode: bool, allowance: int) -> Char
                 over=bool(allowance) and running > allowance,
             )
         )
-    return Chart(bars=bars, peak=peak, total=running)
+    end = (usage.period_end - timedelta(microseconds=1)).astimezone(UTC)
+    return Chart(bars=bars, peak=peak, total=running, end_label=end.strftime("%d %b"))

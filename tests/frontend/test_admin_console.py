@@ -450,3 +450,15 @@ def test_a_blank_reason_is_refused(admin, tenant_factory):
     response = post_form(admin, f"/admin/tenants/{tenant.id}/suspend", {"reason": "    "})
     assert response.status_code == 400
     assert "Suspend tenant" in page(admin, f"/admin/tenants/{tenant.id}")
+
+
+def test_staff_with_both_roles_switch_consoles_from_the_top_bar(app, staff_factory, clock):
+    both, admin_only = app.test_client(), app.test_client()
+    staff_sign_in(both, staff_factory("admin", "compliance"), clock)
+    staff_sign_in(admin_only, staff_factory("admin"), clock)
+
+    tenants = page(both, "/admin/tenants")
+    assert 'class="console-switch" href="/compliance/audit"' in tenants
+    audit = both.get("/compliance/audit", headers=HTML).get_data(as_text=True)
+    assert 'class="console-switch" href="/admin/tenants"' in audit
+    assert "console-switch" not in page(admin_only, "/admin/tenants")

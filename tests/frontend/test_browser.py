@@ -27,12 +27,14 @@ import re
 import secrets
 import time
 from dataclasses import replace
+from datetime import timedelta
 
 import pyotp
 import pytest
 import requests
 
 from tests.accounts import STAFF_PASSWORD
+from tests.browser import output_dir
 
 pytestmark = pytest.mark.slow
 
@@ -297,3 +299,284 @@ def test_the_network_watcher_tells_the_apps_origin_from_other_hosts():
         "https://fonts.googleapis.com/css",
         "http://localhost:5000/dashboard",
     ]
+
+
+# --- every page at a phone's and a laptop's width ------------------------------------------
+
+# (name, width, height): the screens the pages are drawn for.
+SCREENS = [("phone", 390, 844), ("laptop", 1366, 900)]
+PAGE_BLUEPRINTS = {"site", "staff_pages", "dashboard", "admin", "compliance"}
+# Routes that answer with no page to look at: assets, downloads and event streams.
+NOT_PAGES = {
+    "site.static",
+    "dashboard.payments_export",
+    "dashboard.payment_stream",
+    "dashboard.billing_invoice_payment",
+    "compliance.audit_export",
+    "compliance.kyc_document",
+}
+# Pages seen by nobody signed in (the dashboard and consoles send such visitors to sign in).
+ANONYMOUS_PAGES = {"site", "staff_pages"}
+# The page's excess width, and each table's: how much wider than its box, whether the box
+# scrolls sideways by design, and which of its key columns (the first, Status, Amount) start
+# out of sight.
+FIND_OVERFLOW = """
+() => {
+  const view = window.innerWidth;
+  const tables = [...document.querySelectorAll("table")].map((table) => {
+    const box = table.parentElement;
+    const overflowX = getComputedStyle(box).overflowX;
+    const visible = box.getBoundingClientRect();
+    const headers = [...table.querySelectorAll("thead th")];
+    const hidden = headers
+      .filter((th, index) => index === 0 || /^(status|amount)$/i.test(th.textContent.trim()))
+      .filter((th) => th.getBoundingClientRect().right > visible.right + 1)
+      .map((th) => th.textContent.trim());
+    return {
+      headers: headers.map((th) => th.textContent.trim()).join(" | "),
+      wider: table.scrollWidth - box.clientWidth,
+      scrolls: overflowX === "auto" || overflowX === "scroll",
+      hidden,
+    };
+  });
+  return {page: document.documentElement.scrollWidth - view, tables};
+}
+"""
+
+
+def overflow_problems(page, screen: str) -> list[str]:
+    """What does not fit: the page wider than the screen (at any width); on a laptop, a table
+    wider than its box; on a phone, a table wider than a box that does not scroll sideways,
+    or one whose first, Status or Amount column starts out of sight."""
+    found = page.evaluate(FIND_OVERFLOW)
+    problems = []
+    if found["page"] > 0:
+        problems.append(f"the page is {found['page']}px wider than the screen")
+    for table in found["tables"]:
+        if table["wider"] <= 1:
+            continue
+        if screen == "laptop" or not table["scrolls"]:
+            problems.append(f"a table is {table['wider']}px wider than its box: {table['headers']}")
+        elif table["hidden"]:
+            problems.append(f"columns out of sight: {table['hidden']} of {table['headers']}")
+    return problems
+
+
+# Words of the plans' terms that the browser broke across lines ("10,00/0", "includ/ed").
+FIND_BROKEN_WORDS = r"""
+() => [...document.querySelectorAll(".plan dd, .plan .price")].flatMap((node) => {
+  const broken = [];
+  const walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+  let textNode;
+  while ((textNode = walker.nextNode())) {
+    for (const match of textNode.textContent.matchAll(/\S+/g)) {
+      const range = document.createRange();
+      range.setStart(textNode, match.index);
+      range.setEnd(textNode, match.index + match[0].length);
+      const lines = new Set([...range.getClientRects()].map((rect) => Math.round(rect.top)));
+      if (lines.size > 1) broken.push(match[0]);
+    }
+  }
+  return broken;
+})
+"""
+
+
+def broken_words(page) -> list[str]:
+    return page.evaluate(FIND_BROKEN_WORDS)
+
+
+def populated_tenant(app, sign_in, tmp_path, origin: str) -> dict:
+    """An owner's tenant with what every dashboard page lists: payments on several days of
+    the period (one through the sandbox, with its events), an invoice, a webhook endpoint, a
+    KYC submission, a review case, an invitation and the audit entries all that leaves.
+    Returns the owner (Signed) and the ids the pages' URLs take."""
+    from sqlalchemy import select
+
+    from billing.models import Subscription, UsageRecord
+    from compliance.fraud import FraudRule
+    from core.events import Event
+    from core.extensions import db
+    from core.ids import new_id
+    from core.tenancy import tenant_scope
+    from tenants.members import invite_member
+    from tenants.models import Member
+    from tests.billing.test_invoices import open_invoice
+    from tests.billing.test_periods import bill_on
+    from tests.frontend.test_compliance_console import open_case, submit_kyc
+    from tests.frontend.test_dashboard_webhooks import created_endpoint
+    from tests.payments.test_reports import insert_push
+
+    owner = sign_in("owner")
+    tenant = owner.tenant
+    with app.app_context():
+        subscription = db.session.query(Subscription).filter_by(tenant_id=tenant.id).one()
+        period_start = subscription.current_period_start
+        db.session.remove()
+    invoice_id = open_invoice(app, tenant.id)  # closes an old period; then ten days into one
+    period_start -= timedelta(days=10)
+    bill_on(app, tenant.id, "starter", start=period_start)
+
+    insert_push(app, tenant.id, phone="254712345678", amount=12_500)
+    insert_push(
+        app, tenant.id, status="failed", amount=300, result_description="Request cancelled by user"
+    )
+    insert_push(app, tenant.id, status="pending", amount=150_000)
+    with app.app_context(), tenant_scope(tenant.id):  # counted pushes on the period's days
+        for day, count in ((0, 3), (1, 7), (2, 2), (5, 4), (9, 1)):
+            for _ in range(count):
+                db.session.add(
+                    UsageRecord(
+                        id=new_id("usage"),
+                        stk_push_id=new_id("stk"),
+                        livemode=False,
+                        period_start=period_start,
+                        created_at=period_start + timedelta(days=day, hours=1),
+                    )
+                )
+        db.session.commit()
+        db.session.remove()
+    endpoint_id, _secret = created_endpoint(owner.client, url="https://hooks.example.com/orders")
+    app.config["KYC_STORAGE_DIR"] = str(tmp_path / "kyc")
+    submission_id, _document = submit_kyc(owner.client, tenant)
+    case_id = open_case(app, tenant.id, "254722000111")
+    with app.app_context():
+        member = db.session.get(Member, owner.member_id)
+        _invite, invite_token = invite_member(tenant.id, "cashier@example.co.ke", "viewer", member)
+        db.session.commit()
+        db.session.remove()
+    # A push through the sandbox leaves events (and their webhook deliveries).
+    pushed = requests.post(
+        f"{origin}/v1/stk-pushes",
+        json={
+            "phone_number": MAGIC_SUCCESS,
+            "amount": 250,
+            "account_reference": "ORDER-1042",
+            "metadata": {"order": "ORDER-1042", "cart": "x" * 120},
+        },
+        headers={"Authorization": f"Bearer {tenant.secret}"},
+        timeout=60,
+    )
+    assert pushed.status_code in (200, 201, 202), pushed.text
+    push_id = pushed.json()["id"]  # its page shows Daraja's callback, a wide block
+    wait_for_push(origin, tenant.secret, push_id, "succeeded")
+    with app.app_context(), tenant_scope(tenant.id):
+        event_id = db.session.scalar(select(Event.id).order_by(Event.id.desc()).limit(1))
+        db.session.remove()
+    with app.app_context():
+        rule_id = db.session.scalar(select(FraudRule.id).order_by(FraudRule.id).limit(1))
+        db.session.remove()
+    return {
+        "owner": owner,
+        "ids": {
+            "push_id": push_id,
+            "invoice_id": invoice_id,
+            "endpoint_id": endpoint_id,
+            "event_id": event_id,
+            "submission_id": submission_id,
+            "case_id": case_id,
+            "token": invite_token,
+            "tenant_id": tenant.id,
+            "code": "starter",
+            "rule_id": rule_id,
+        },
+    }
+
+
+def wait_for_push(origin: str, secret: str, push_id: str, status: str) -> None:
+    deadline = time.monotonic() + STREAM_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        answer = requests.get(
+            f"{origin}/v1/stk-pushes/{push_id}",
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=30,
+        )
+        if answer.json().get("status") == status:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"push {push_id} not {status}: {answer.text}")
+
+
+def page_paths(app, ids: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
+    """Every page of the app's URL map, with its ids filled in, grouped by who opens it:
+    "anonymous" (the site and staff sign-in), "owner" (the dashboard), "staff" (both
+    consoles). A route whose parameter has no id here fails the test, so a new page cannot
+    be left unmeasured."""
+    paths: dict[str, list[tuple[str, str]]] = {
+        "anonymous": [("docs", "/docs")],
+        "owner": [],
+        "staff": [],
+    }
+    for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
+        blueprint = rule.endpoint.split(".", 1)[0]
+        if blueprint not in PAGE_BLUEPRINTS or rule.endpoint in NOT_PAGES:
+            continue
+        if "GET" not in rule.methods:
+            continue
+        missing = rule.arguments - ids.keys()
+        assert not missing, f"no id for {sorted(missing)} of {rule.rule}: add one"
+        page = (rule.endpoint, rule.build({name: ids[name] for name in rule.arguments})[1])
+        if blueprint in ANONYMOUS_PAGES:
+            paths["anonymous"].append(page)
+        elif blueprint == "dashboard":
+            paths["owner"].append(page)
+        else:
+            paths["staff"].append(page)
+    return paths
+
+
+def test_every_page_fits_a_phone_and_a_laptop_screen(
+    chromium, live_platform, app, sign_in, staff_factory, clock, tmp_path
+):
+    """Each page of the site, the dashboard (an owner's populated tenant) and both consoles
+    (staff holding both roles), at 390x844 and 1366x900: screenshots in
+    test-output/browser/pages-<screen>/, and no page wider than the screen."""
+    from tests.frontend.conftest import staff_sign_in as sign_in_staff
+
+    origin = live_platform.url
+    kyc_dir = app.config.get("KYC_STORAGE_DIR")
+    try:
+        tenant = populated_tenant(app, sign_in, tmp_path, origin)
+    finally:
+        app.config["KYC_STORAGE_DIR"] = kyc_dir
+    staff_client = app.test_client()
+    sign_in_staff(staff_client, staff_factory("admin", "compliance"), clock)
+    sessions = {
+        "anonymous": None,
+        "owner": tenant["owner"].client.get_cookie("session").value,
+        "staff": staff_client.get_cookie("session").value,
+    }
+    paths = page_paths(app, tenant["ids"])
+
+    problems, errors = [], []
+    for screen, width, height in SCREENS:
+        folder = output_dir() / f"pages-{screen}"
+        folder.mkdir(exist_ok=True)
+        for who, session in sessions.items():
+            context = chromium.new_context(
+                base_url=origin,
+                viewport={"width": width, "height": height},
+                locale="en-KE",
+                timezone_id="Africa/Nairobi",
+            )
+            if session:
+                context.add_cookies([{"name": "session", "value": session, "url": origin}])
+            page = context.new_page()
+            page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+            for endpoint, path in paths[who]:
+                response = page.goto(path)
+                if response is None or response.status >= 400:
+                    status = response.status if response else "no answer"
+                    problems.append(f"{screen} {who} {path}: {status}")
+                    continue
+                page.wait_for_load_state("load")
+                if endpoint == "docs":  # Swagger UI draws the operations after loading
+                    page.wait_for_selector(".swagger-ui .opblock")
+                page.screenshot(path=str(folder / f"{endpoint}.png"), full_page=True)
+                found = overflow_problems(page, screen)
+                if endpoint == "site.pricing":
+                    found += [f"a word broken in two: {word}" for word in broken_words(page)]
+                problems += [f"{screen} {path}: {problem}" for problem in found]
+            context.close()
+    assert not problems, "\n".join(problems)
+    assert not errors, errors

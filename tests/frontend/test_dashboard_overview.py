@@ -115,3 +115,31 @@ def test_usage_against_the_allowance_with_a_chart(platform, app, client, sign_in
     assert len(bars) == len(usage["daily"])
     assert max(float(height) for height in bars) > 0
     assert "1 in all" in page
+
+
+def test_the_chart_has_a_slot_for_every_day_of_the_period():
+    """On the period's first day the one bar takes a 31st of the width, not all of it."""
+    from datetime import UTC, datetime
+
+    from billing.usage import DailyUsage, Usage
+    from frontend.dashboard.overview import CHART_WIDTH, usage_chart
+
+    start = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    usage = Usage(
+        plan="starter",
+        period_start=start,
+        period_end=datetime(2027, 1, 1, 9, 30, tzinfo=UTC),
+        used=0,
+        included=1000,
+        overage=0,
+        projected_charge=0,
+        test_mode_used=4,
+        test_allowance=10_000,
+        daily=[DailyUsage(start.date(), live=0, test=4)],
+    )
+
+    chart = usage_chart(usage, livemode=False, allowance=10_000)
+
+    (bar,) = chart.bars
+    assert bar.x < CHART_WIDTH / 32 and bar.width < CHART_WIDTH / 32
+    assert (chart.first_label, chart.end_label) == ("01 Dec", "01 Jan")

@@ -182,6 +182,21 @@ def test_detail_shows_flags_and_the_review_case(app, sign_in):
     assert "rule_big_amounts" in page and "badge-open" in page
 
 
+def test_detail_says_a_payment_succeeded_after_lango_expired_it(app, sign_in):
+    owner = sign_in("owner")
+    push_id = insert_push(app, owner.tenant.id, expired_at=DAY_START)
+    page = owner.client.get(f"/dashboard/payments/{push_id}", headers=HTML).get_data(as_text=True)
+    assert 'data-field="expired_at"' in page and "it succeeded late" in page
+
+
+def test_detail_says_why_a_finished_payment_is_held(app, sign_in):
+    owner = sign_in("owner")
+    reason = "M-Pesa reported this push paid (receipt UKL1ABCDEF) after reporting it cancelled"
+    push_id = insert_push(app, owner.tenant.id, status="cancelled", flagged_reason=reason)
+    page = owner.client.get(f"/dashboard/payments/{push_id}", headers=HTML).get_data(as_text=True)
+    assert reason in page and "Check it with Safaricom" in page
+
+
 def test_another_tenants_payment_is_404_everywhere(app, sign_in):
     alpha = sign_in("owner")
     beta = sign_in("owner")
@@ -235,3 +250,16 @@ def test_signed_out_visitors_are_sent_to_sign_in_from_details(app, client, sign_
     push_id = insert_push(app, owner.tenant.id)
     assert client.get(f"/dashboard/payments/{push_id}", headers=HTML).status_code == 302
     assert client.get(f"/dashboard/payments/{push_id}/stream").status_code == 302
+
+
+def test_lists_mask_phone_numbers_and_the_payments_page_shows_it(app, sign_in):
+    """Privacy by default: the overview and the payments list show 2547•••••678; only one
+    payment's own page shows the whole number."""
+    owner = sign_in("owner")
+    push_id = insert_push(app, owner.tenant.id, phone="254712345678")
+
+    for path in ("/dashboard", "/dashboard/payments"):
+        page = owner.client.get(path, headers=HTML).get_data(as_text=True)
+        assert "2547•••••678" in page and "254712345678" not in page, path
+    detail = owner.client.get(f"/dashboard/payments/{push_id}", headers=HTML)
+    assert "254712345678" in detail.get_data(as_text=True)

@@ -500,3 +500,11 @@ def test_a_member_of_a_team_can_sign_in_with_a_role(app, tenant):
     assert sign_in_form(client, email).status_code == 302
     account = client.get("/dashboard/account", headers=HTML).get_data(as_text=True)
     assert email in account and '<span class="role">developer</span>' in account
+
+
+def test_the_api_docs_page_fits_phones_and_leads_back_to_the_site(client):
+    page = client.get("/docs").get_data(as_text=True)
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert 'rel="icon" href="/assets/favicon.svg"' in page
+    assert 'class="brand" href="/"' in page
+    assert "swagger-ui-bundle.js" in page and "/openapi.json" in page
