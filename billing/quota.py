@@ -1,10 +1,12 @@
-"""The quota on every STK push: reserve before Daraja is called, release if it never left.
+"""The quota on every STK push: reserve before Daraja is called, release if it never left
+(refused, or expired before Daraja acknowledged it), count again if M-Pesa reports on it.
 
 The counter row (public.usage_counters) changes only through one conditional UPDATE —
 `used = used + 1 WHERE used < cap` — which PostgreSQL runs under the row's lock, so no two
 pushes can both take the last unit: exact under any concurrency, with no read-then-write.
 The usage record is written in the same transaction as the push itself, so counter, record
-and push commit (or vanish) together.
+and push commit (or vanish) together. A released push that M-Pesa turns out to have handled
+is counted again even past the cap (it happened): `count_again`, an upsert, one statement.
 """
 
 from __future__ import annotations
@@ -136,6 +138,44 @@ def release(tenant_id: str, stk_push_id: str) -> bool:
             "tenant_id": tenant_id,
             "livemode": released.livemode,
             "period_start": released.period_start,
+        },
+    )
+    return True
+
+
+def count_again(tenant_id: str, livemode: bool, stk_push_id: str) -> bool:
+    """Count a push whose reservation was released (it expired before Daraja acknowledged
+    it) but that reached Daraja after all — M-Pesa reported an outcome for it, or it was
+    paid — in the caller's transaction and the current period, whatever the cap: the push
+    already happened. Idempotent: True only when it counted the push (the usage record's
+    unique push id makes a second count a no-op)."""
+    subscription, _ = current_subscription(tenant_id)
+    counted = db.session.execute(
+        text(
+            "INSERT INTO usage_records (id, stk_push_id, livemode, period_start, created_at) "
+            "VALUES (:id, :stk_push_id, :livemode, :period_start, :created_at) "
+            "ON CONFLICT (stk_push_id) DO NOTHING RETURNING id"
+        ),
+        {
+            "id": new_id("use"),
+            "stk_push_id": stk_push_id,
+            "livemode": livemode,
+            "period_start": subscription.current_period_start,
+            "created_at": datetime.now(UTC),
+        },
+    ).one_or_none()
+    if counted is None:
+        return False
+    db.session.execute(
+        text(
+            "INSERT INTO public.usage_counters (tenant_id, livemode, period_start, used) "
+            "VALUES (:tenant_id, :livemode, :period_start, 1) ON CONFLICT (tenant_id, livemode, "
+            "period_start) DO UPDATE SET used = public.usage_counters.used + 1"
+        ),
+        {
+            "tenant_id": tenant_id,
+            "livemode": livemode,
+            "period_start": subscription.current_period_start,
         },
     )
     return True

@@ -59,6 +59,9 @@ TOKEN_MARGIN_SECONDS = 60
 _DEFAULT_EXPIRES_IN = 300  # when Daraja's expires_in is unreadable: cache briefly
 
 _MSISDN = re.compile(r"^254[17]\d{8}$")
+# ResultCode as text: digits ("0", "1032"), or an upper-case code ("SFC_IC0003", daraja.md
+# §3.3); it fits the push's result_code column.
+_RESULT_CODE = re.compile(r"^(0|[1-9]\d{0,8}|[A-Z][A-Z0-9_]{0,19})$")
 _MAX_ACCOUNT_REFERENCE = 12
 _MAX_DESCRIPTION = 13
 
@@ -339,15 +342,19 @@ class DarajaClient:
         except DarajaError as error:
             self._log_failure("stk query", error, checkout_request_id=checkout_request_id)
             raise
-        if payload.get("ResultCode") is None:
-            error = DarajaUnavailable("STK query answer without a ResultCode", http_status=200)
+        result_code = result_code_text(payload.get("ResultCode"))
+        if result_code is None:
+            # Not Daraja's shape: no outcome is known, so none is applied (it stays pending).
+            error = DarajaUnavailable(
+                "STK query answer without a valid ResultCode", http_status=200
+            )
             self._log_failure("stk query", error, checkout_request_id=checkout_request_id)
             raise error
         description = payload.get("ResultDesc")
         return StkQueryResult(
             pending=False,
-            result_code=str(payload["ResultCode"]),
-            result_description=None if description is None else str(description),
+            result_code=result_code,
+            result_description=description if isinstance(description, str) else None,
             raw=payload,
         )
 
@@ -575,6 +582,17 @@ def _accepted(payload: dict) -> StkPushAccepted:
         response_description=str(payload.get("ResponseDescription") or ""),
         customer_message=str(payload.get("CustomerMessage") or ""),
     )
+
+
+def result_code_text(value: Any) -> str | None:
+    """Daraja's ResultCode as text — a JSON number (callbacks), a string of digits (STK
+    query) or a non-numeric code string ("SFC_IC0003") — or None when `value` is none of them
+    (a boolean, an object, a fraction, a code too long to be one)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and _RESULT_CODE.fullmatch(value):
+        return value
+    return None
 
 
 def _is_pending(error: DarajaError) -> bool:

@@ -53,8 +53,12 @@ class StkPush(TenantBase):
     result_code: Mapped[str | None] = mapped_column(String(20))
     result_description: Mapped[str | None] = mapped_column(String(255))
     transaction_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # A callback that disagreed with the push (amount, phone) is kept for review.
+    # Why a report from M-Pesa was held, not applied: a callback that disagreed with the push
+    # (amount, phone), or a success reported after M-Pesa itself said failed or cancelled.
     flagged_reason: Mapped[str | None] = mapped_column(String(255))
+    # Set when Lango (not M-Pesa) expired the push, and kept if M-Pesa then reports it paid:
+    # a succeeded push with an expired_at succeeded late.
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -65,8 +69,11 @@ class CallbackOutcome(enum.StrEnum):
     RECEIVED = "received"  # stored, not yet applied
     APPLIED = "applied"
     DUPLICATE = "duplicate"  # the push was already final
-    MISMATCH = "mismatch"  # amount or phone disagreed: flagged, not applied
-    UNPARSEABLE = "unparseable"
+    # Disagreed with the push (amount, phone, a success after M-Pesa's own failure): the
+    # push is flagged, the callback not applied.
+    MISMATCH = "mismatch"
+    UNPARSEABLE = "unparseable"  # not Daraja's shape: reconciliation asks Daraja
+    REFUSED = "refused"  # a live callback from outside MPESA_CALLBACK_ALLOWED_IPS
 
 
 class MpesaCallback(TenantBase):

@@ -3,9 +3,18 @@
 import json
 from datetime import UTC
 
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from core.api import ListQuerySchema, UtcDateTime, list_schema
+from payments.daraja import result_code_text
 from payments.phone import normalize_phone
 
 MAX_AMOUNT = 250_000  # M-Pesa's per-transaction limit for customers (KES)
@@ -70,6 +79,21 @@ class StkPushSchema(Schema):
     result_description = fields.String(allow_none=True)
     checkout_request_id = fields.String(allow_none=True)
     transaction_date = UtcDateTime(allow_none=True)
+    flagged_reason = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "Why Lango held a report from M-Pesa instead of applying it (a "
+            "callback whose amount or phone disagreed, or a success reported after M-Pesa "
+            "said the push failed or was cancelled); null when nothing was held"
+        },
+    )
+    expired_at = UtcDateTime(
+        allow_none=True,
+        metadata={
+            "description": "When Lango expired the push for want of an outcome; kept if "
+            "M-Pesa then reports it paid (status succeeded: it succeeded late)"
+        },
+    )
     created = UtcDateTime(attribute="created_at")
     updated = UtcDateTime(attribute="updated_at")
 
@@ -99,6 +123,63 @@ StkPushListSchema = list_schema(StkPushSchema, "StkPushList")
 class CallbackAckSchema(Schema):
     ResultCode = fields.Integer(metadata={"example": 0})
     ResultDesc = fields.String(metadata={"example": "Accepted"})
+
+
+# Daraja's STK callback (daraja.md §3.1), checked strictly before anything is applied; fields
+# Daraja may add later are ignored.
+class DarajaResultCode(fields.Field):
+    """A JSON number (0, 1032) or a code string ("1032", "SFC_IC0003"); loaded as text."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        code = result_code_text(value)
+        if code is None:
+            raise ValidationError("Not a Daraja ResultCode.")
+        return code
+
+
+class CallbackItemSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    Name = fields.String(required=True)
+    Value = fields.Raw(allow_none=True)  # absent on Balance
+
+
+class CallbackMetadataSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    Item = fields.List(fields.Nested(CallbackItemSchema), required=True)
+
+
+class StkCallbackSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    MerchantRequestID = fields.String(required=True)
+    CheckoutRequestID = fields.String(required=True)
+    ResultCode = DarajaResultCode(required=True)
+    ResultDesc = fields.String(required=True)
+    CallbackMetadata = fields.Nested(CallbackMetadataSchema)
+
+    @validates_schema
+    def success_has_metadata(self, data, **kwargs):
+        if data.get("ResultCode") == "0" and "CallbackMetadata" not in data:
+            raise ValidationError("A success carries CallbackMetadata.", "CallbackMetadata")
+
+
+class StkCallbackBodySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    stkCallback = fields.Nested(StkCallbackSchema, required=True)
+
+
+class DarajaCallbackSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    Body = fields.Nested(StkCallbackBodySchema, required=True)
 
 
 class MpesaCredentialsSchema(Schema):

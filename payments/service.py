@@ -1,8 +1,11 @@
 """STK push: initiate, apply outcomes (from callbacks or STK query), reconcile, expire.
 
 Every function here runs inside the tenant's scope. A push moves pending → succeeded |
-failed | cancelled | expired exactly once; the move and its `payment.*` event commit in one
+failed | cancelled | expired once; the move and its `payment.*` event commit in one
 transaction (row locked), so duplicate or racing callbacks and queries change nothing twice.
+The one later move: `expired` is Lango's own conclusion, not M-Pesa's, so a push Lango expired
+that M-Pesa then reports paid becomes succeeded (money M-Pesa reports is never discarded). A
+success reported after M-Pesa itself said failed or cancelled is held and flagged instead.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import hashlib
 import ipaddress
 import json
 import logging
+import math
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,8 +23,10 @@ from zoneinfo import ZoneInfo
 
 from blinker import Namespace
 from flask import current_app
+from marshmallow import ValidationError
 from sqlalchemy import or_, select
 
+from billing.quota import count_again as count_usage_again
 from billing.quota import release as release_quota
 from billing.quota import reserve as reserve_quota
 from compliance.audit import Actor, AuditAction, record
@@ -34,6 +41,7 @@ from core.tenancy import require_tenant
 from payments.daraja import DarajaClient, DarajaCredentials, DarajaError, DarajaRejected
 from payments.models import CallbackOutcome, MpesaCallback, PushStatus, StkPush
 from payments.phone import mask_phone
+from payments.schemas import DarajaCallbackSchema, StkPushSchema
 from tenants.service import Caller
 
 logger = logging.getLogger("lango.payments")
@@ -52,6 +60,12 @@ EVENT_TYPES = {
     PushStatus.CANCELLED: "payment.cancelled",
     PushStatus.EXPIRED: "payment.expired",
 }
+# A report from M-Pesa that Lango held instead of applying; the push's flagged_reason says why.
+FLAGGED_EVENT = "payment.flagged"
+# What a success callback's metadata items must look like when present (daraja.md §3.1).
+_AMOUNT_TEXT = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
+_MSISDN_TEXT = re.compile(r"^\d{9,15}$")
+_RECEIPT = re.compile(r"^[A-Z0-9]{1,20}$")
 
 
 class LivemodeNotEnabled(PermissionDenied):
@@ -60,6 +74,11 @@ class LivemodeNotEnabled(PermissionDenied):
         "Live mode is not enabled for this account: it needs M-Pesa credentials "
         "(PUT /v1/mpesa-credentials) and approval."
     )
+
+
+class CallbackSourceRefused(PermissionDenied):
+    code = "callback_source_refused"
+    message = "Callbacks for live pushes are accepted only from MPESA_CALLBACK_ALLOWED_IPS."
 
 
 class DarajaUnavailable(LangoError):
@@ -245,25 +264,37 @@ def record_callback(token: str, raw_body: bytes, source_ip: str | None) -> Callb
     """Store a Daraja callback, then apply it to its push (in the current tenant scope).
 
     The raw body is committed before any parsing, so nothing Daraja sent is ever lost.
-    Duplicates and callbacks for a finished push change nothing. A success whose amount or
-    phone disagrees with the push is kept and flagged, not applied: reconciliation then
-    asks Daraja directly. Raises NotFound for a token bound to no push.
+    Duplicates and callbacks for a finished push change nothing, except a success for a push
+    Lango expired (it succeeds late). A body that is not Daraja's shape is kept as
+    unparseable; a success whose amount or phone disagrees with the push (or lacks one) is
+    kept and flagged, not applied: reconciliation then asks Daraja directly. A callback for
+    a live push from outside MPESA_CALLBACK_ALLOWED_IPS is kept as refused, not applied, and
+    raises CallbackSourceRefused (test-mode callbacks come from Lango's own sandbox, so the
+    list does not apply to them). Raises NotFound for a token bound to no push.
     """
     push = db.session.scalar(
         select(StkPush).where(StkPush.callback_token_hash == hash_token(token))
     )
     if push is None:
         raise NotFound("No such callback.")
+    refused = push.livemode and not _allowed_callback_source(source_ip)
     callback = MpesaCallback(
         id=new_id("cb"),
         stk_push_id=push.id,
         source_ip=source_ip,
         # PostgreSQL text holds no NUL: kept as U+FFFD, as undecodable bytes are.
         body=raw_body.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
-        outcome=CallbackOutcome.RECEIVED.value,
+        outcome=(CallbackOutcome.REFUSED if refused else CallbackOutcome.RECEIVED).value,
+        detail="source address not in MPESA_CALLBACK_ALLOWED_IPS" if refused else None,
     )
     db.session.add(callback)
     db.session.commit()
+    if refused:
+        logger.warning(
+            "callback from outside the allowed addresses",
+            extra={"stk_push_id": push.id, "ip": source_ip},
+        )
+        raise CallbackSourceRefused()
 
     parsed = _parse_callback(raw_body)
     push = db.session.scalars(select(StkPush).where(StkPush.id == push.id).with_for_update()).one()
@@ -306,26 +337,52 @@ class ParsedCallback:
 
 
 def _parse_callback(raw_body: bytes) -> ParsedCallback | None:
+    """The callback if it has Daraja's shape (payments.schemas.DarajaCallbackSchema, with
+    well-typed metadata values); None when it is not JSON, is nested beyond the decoder's
+    depth, has another shape, or holds NUL (Daraja never sends one; PostgreSQL cannot store
+    it). A success's missing Amount, receipt or phone is left None, for the checks to flag."""
     try:
-        body = json.loads(raw_body)["Body"]["stkCallback"]
-        if field_with_nul(body) is not None:
-            return None  # Daraja never sends one, and PostgreSQL could not store it
+        document = json.loads(raw_body)
+        if field_with_nul(document) is not None:
+            return None
+        body = DarajaCallbackSchema().load(document)["Body"]["stkCallback"]
         items = {
-            item.get("Name"): item.get("Value")
-            for item in (body.get("CallbackMetadata") or {}).get("Item", [])
-            if isinstance(item, dict)
+            item["Name"]: item.get("Value")
+            for item in body.get("CallbackMetadata", {}).get("Item", [])
         }
         return ParsedCallback(
-            checkout_request_id=body.get("CheckoutRequestID"),
-            result_code=str(body["ResultCode"]),
-            result_description=str(body.get("ResultDesc", ""))[:255],
-            amount=float(items["Amount"]) if items.get("Amount") is not None else None,
-            receipt=str(items["MpesaReceiptNumber"]) if items.get("MpesaReceiptNumber") else None,
-            phone=str(items["PhoneNumber"]) if items.get("PhoneNumber") is not None else None,
+            checkout_request_id=body["CheckoutRequestID"],
+            result_code=body["ResultCode"],
+            result_description=body["ResultDesc"][:255],
+            amount=_item_amount(items.get("Amount")),
+            receipt=_item_text(items.get("MpesaReceiptNumber"), _RECEIPT),
+            phone=_item_text(items.get("PhoneNumber"), _MSISDN_TEXT),
             transaction_date=_parse_daraja_time(items.get("TransactionDate")),
         )
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, ValidationError, RecursionError):
         return None
+
+
+def _item_amount(value) -> float | None:
+    """Amount is a number (`1.00` or `1`); raises ValueError for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, str) and _AMOUNT_TEXT.fullmatch(value):
+        return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise ValueError("not a Daraja amount")
+
+
+def _item_text(value, pattern: re.Pattern) -> str | None:
+    """A receipt (string) or phone (number or digits) matching `pattern`; else ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and pattern.fullmatch(value):
+        return value
+    raise ValueError("not a Daraja metadata value")
 
 
 def _parse_daraja_time(value) -> datetime | None:
@@ -342,17 +399,13 @@ def _apply_callback(
 ) -> tuple[CallbackOutcome, str | None]:
     if parsed is None:
         return CallbackOutcome.UNPARSEABLE, "not a Daraja STK callback"
-    if push.status.is_final:
-        return CallbackOutcome.DUPLICATE, f"push already {push.status.value}"
-    if push.checkout_request_id and parsed.checkout_request_id != push.checkout_request_id:
-        return _flag(push, "callback CheckoutRequestID does not match the push")
     status = status_for_result(parsed.result_code)
-    if status is PushStatus.SUCCEEDED:
-        if parsed.amount is None or parsed.amount != push.amount:
-            return _flag(push, f"callback amount {parsed.amount} differs from {push.amount}")
-        if parsed.phone is not None and parsed.phone != push.phone_number:
-            return _flag(push, "callback phone number differs from the push")
-    _finish(
+    # Only a report that can change the push is checked: a duplicate is just recorded.
+    news = not push.status.is_final or (status is PushStatus.SUCCEEDED and not _paid(push))
+    disagreement = _disagreement(push, parsed, status) if news else None
+    if disagreement:
+        return _flag(push, disagreement)
+    return _settle(
         push,
         status,
         result_code=parsed.result_code,
@@ -360,12 +413,82 @@ def _apply_callback(
         receipt=parsed.receipt,
         transaction_date=parsed.transaction_date,
     )
-    return CallbackOutcome.APPLIED, None
+
+
+def _disagreement(push: StkPush, parsed: ParsedCallback, status: PushStatus) -> str | None:
+    """Why the callback cannot be applied to this push as it is, or None."""
+    if push.checkout_request_id and parsed.checkout_request_id != push.checkout_request_id:
+        return "callback CheckoutRequestID does not match the push"
+    if status is not PushStatus.SUCCEEDED:
+        return None
+    if parsed.amount is None or parsed.amount != push.amount:
+        return f"callback amount {parsed.amount} differs from {push.amount}"
+    if parsed.phone is None:
+        return "callback has no PhoneNumber to check against the push"
+    if parsed.phone != push.phone_number:
+        return "callback phone number differs from the push"
+    if parsed.receipt is None:
+        return "callback reports a payment without an MpesaReceiptNumber"
+    return None
+
+
+def _paid(push: StkPush) -> bool:
+    return push.status is PushStatus.SUCCEEDED
+
+
+def _expired_by_lango(push: StkPush) -> bool:
+    return push.status is PushStatus.EXPIRED and push.expired_at is not None
+
+
+def _settle(
+    push: StkPush,
+    status: PushStatus,
+    *,
+    result_code: str,
+    result_description: str,
+    receipt: str | None = None,
+    transaction_date: datetime | None = None,
+) -> tuple[CallbackOutcome, str | None]:
+    """Apply an outcome M-Pesa reported (a checked callback, or an STK query answer) to the
+    locked push. A pending push becomes final. A push Lango expired that M-Pesa reports paid
+    succeeds late; any report for it proves it reached Daraja, so it is billed again if its
+    reservation was released. A success for a push M-Pesa itself failed or cancelled is held
+    and flagged, never applied. Anything else for a final push changes nothing. The caller
+    commits."""
+    outcome = {
+        "result_code": result_code,
+        "result_description": result_description,
+        "receipt": receipt,
+        "transaction_date": transaction_date,
+    }
+    if not push.status.is_final:
+        _finish(push, status, **outcome)
+        return CallbackOutcome.APPLIED, None
+    if _expired_by_lango(push):
+        # M-Pesa knew of it after all: it reached Daraja, so it is billed (again, if its
+        # reservation was released when it expired unacknowledged).
+        count_usage_again(require_tenant().tenant_id, push.livemode, push.id)
+        if status is PushStatus.SUCCEEDED:
+            _finish(push, status, **outcome)
+            logger.warning("stk push succeeded after it expired", extra={"stk_push_id": push.id})
+            return CallbackOutcome.APPLIED, "succeeded after Lango had expired the push"
+    if status is not PushStatus.SUCCEEDED or _paid(push):
+        return CallbackOutcome.DUPLICATE, f"push already {push.status.value}"
+    return _flag(
+        push,
+        f"M-Pesa reported this push paid (receipt {receipt or 'unknown'}) after reporting it "
+        f"{push.status.value} (ResultCode {push.result_code}); the payment is held, not applied",
+    )
 
 
 def _flag(push: StkPush, reason: str) -> tuple[CallbackOutcome, str]:
-    push.flagged_reason = reason[:255]
-    push.updated_at = datetime.now(UTC)
+    """Hold a report from M-Pesa: the push says why, and a `payment.flagged` event tells the
+    tenant (once per distinct reason, so duplicate callbacks do not repeat it)."""
+    reason = reason[:255]
+    if push.flagged_reason != reason:
+        push.flagged_reason = reason
+        push.updated_at = datetime.now(UTC)
+        record_event(FLAGGED_EVENT, {"object": StkPushSchema().dump(push)}, livemode=push.livemode)
     logger.warning("stk callback flagged", extra={"stk_push_id": push.id, "reason": reason})
     return CallbackOutcome.MISMATCH, reason
 
@@ -388,8 +511,6 @@ def _finish(
     push.transaction_date = transaction_date
     push.updated_at = now
     push.resolved_at = now
-    from payments.schemas import StkPushSchema
-
     record_event(
         EVENT_TYPES[status], {"object": StkPushSchema().dump(push)}, livemode=push.livemode
     )
@@ -451,29 +572,44 @@ def _reconcile_one(push_id: str, live_enabled: bool, expire_before: datetime, re
             logger.warning("stk query failed", extra={"stk_push_id": push_id, "error": str(error)})
     db.session.rollback()
     push = db.session.scalars(select(StkPush).where(StkPush.id == push_id).with_for_update()).one()
-    if push.status.is_final:
-        db.session.rollback()
-        return
-    push.last_queried_at = datetime.now(UTC)
+    changed = False
     if result is not None and not result.pending:
-        _finish(
+        # Settled even if the push was made final meanwhile: Lango's own expiry must not
+        # discard a success Daraja reports.
+        outcome, _ = _settle(
             push,
             status_for_result(result.result_code),
             result_code=result.result_code,
             result_description=(result.result_description or "")[:255],
         )
-        report.resolved += 1
+        changed = outcome is CallbackOutcome.APPLIED
+        report.resolved += changed
+    elif push.status.is_final:
+        db.session.rollback()
+        return
     elif push.created_at < expire_before:
-        _finish(
-            push,
-            PushStatus.EXPIRED,
-            result_code="expired",
-            result_description="No outcome from M-Pesa in time; the push has expired.",
-        )
+        _expire(push)
+        changed = True
         report.expired += 1
+    push.last_queried_at = datetime.now(UTC)
     db.session.commit()
-    if push.status.is_final:
+    if changed:
         publish_status(push)
+
+
+def _expire(push: StkPush) -> None:
+    """Lango gives up on a pending push M-Pesa told it nothing about (row locked; the caller
+    commits). One Daraja never acknowledged (no CheckoutRequestID: it died before or during
+    the call) is not billed: its reservation is released, once, under the row lock."""
+    if push.checkout_request_id is None:
+        release_quota(require_tenant().tenant_id, push.id)
+    push.expired_at = datetime.now(UTC)
+    _finish(
+        push,
+        PushStatus.EXPIRED,
+        result_code="expired",
+        result_description="No outcome from M-Pesa in time; the push has expired.",
+    )
 
 
 # --- Daraja wiring ---------------------------------------------------------------------

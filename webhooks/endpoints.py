@@ -29,6 +29,7 @@ EVENT_TYPES = (
     "payment.failed",
     "payment.cancelled",
     "payment.expired",
+    "payment.flagged",
     "webhook_endpoint.disabled",
     "ping",
 )

@@ -36,6 +36,7 @@ EVENT_LABELS = {
     "payment.failed": "A payment failed",
     "payment.cancelled": "The customer cancelled a payment",
     "payment.expired": "A payment prompt expired unanswered",
+    "payment.flagged": "M-Pesa reported something Lango held for review (see flagged_reason)",
     "webhook_endpoint.disabled": "Lango disabled an endpoint that kept failing",
     "ping": "Test pings",
 }

@@ -182,6 +182,21 @@ def test_detail_shows_flags_and_the_review_case(app, sign_in):
     assert "rule_big_amounts" in page and "badge-open" in page
 
 
+def test_detail_says_a_payment_succeeded_after_lango_expired_it(app, sign_in):
+    owner = sign_in("owner")
+    push_id = insert_push(app, owner.tenant.id, expired_at=DAY_START)
+    page = owner.client.get(f"/dashboard/payments/{push_id}", headers=HTML).get_data(as_text=True)
+    assert 'data-field="expired_at"' in page and "it succeeded late" in page
+
+
+def test_detail_says_why_a_finished_payment_is_held(app, sign_in):
+    owner = sign_in("owner")
+    reason = "M-Pesa reported this push paid (receipt UKL1ABCDEF) after reporting it cancelled"
+    push_id = insert_push(app, owner.tenant.id, status="cancelled", flagged_reason=reason)
+    page = owner.client.get(f"/dashboard/payments/{push_id}", headers=HTML).get_data(as_text=True)
+    assert reason in page and "Check it with Safaricom" in page
+
+
 def test_another_tenants_payment_is_404_everywhere(app, sign_in):
     alpha = sign_in("owner")
     beta = sign_in("owner")

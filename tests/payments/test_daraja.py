@@ -639,6 +639,18 @@ def test_final_query_keeps_result_codes_as_strings(daraja, client, sent, kept):
     assert result.raw == answer
 
 
+@pytest.mark.parametrize("sent", [{"a": 1}, True, 1.5, -1, "1032 ", "x" * 30, 10**30, None])
+def test_a_query_answer_without_a_daraja_result_code_is_an_error_not_an_outcome(
+    daraja, client, sent
+):
+    oauth_ok(daraja)
+    answer = {"ResponseCode": "0", "ResultCode": sent, "ResultDesc": "?"}
+    daraja.add(responses.POST, QUERY_URL, json=answer)
+
+    with pytest.raises(DarajaUnavailable, match="ResultCode"):
+        client.stk_query("ws_CO_13012021093521236557")
+
+
 def test_other_query_refusals_are_still_errors(daraja, client):
     oauth_ok(daraja)
     wrong = {"requestId": "x", "errorCode": "500.001.1001", "errorMessage": "Wrong credentials"}

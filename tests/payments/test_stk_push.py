@@ -459,3 +459,415 @@ def test_callback_allow_list_admits_only_listed_networks(app):
         object.__setattr__(settings, "MPESA_CALLBACK_ALLOWED_IPS", ())
     with app.app_context():
         assert service._allowed_callback_source("127.0.0.1")  # no list: no check
+
+
+# --- what M-Pesa reports is never discarded ----------------------------------------------
+
+
+def daraja_callback(push: dict, result_code=0, **item_values) -> dict:
+    """A callback with Daraja's shape (daraja.md §3.1) about `push`; a success carries the
+    push's own amount, phone and a receipt unless `item_values` says otherwise (None: the
+    item is left out)."""
+    callback = {
+        "MerchantRequestID": "29115-34620561-1",
+        "CheckoutRequestID": push["checkout_request_id"] or "ws_CO_191220191020363925",
+        "ResultCode": result_code,
+        "ResultDesc": "The service request is processed successfully.",
+    }
+    if result_code == 0:
+        values = {
+            "Amount": float(push["amount"]),
+            "MpesaReceiptNumber": "UKL1ABCDEF",
+            "TransactionDate": 20261122101010,
+            "PhoneNumber": int(push["phone_number"]),
+            **item_values,
+        }
+        callback["CallbackMetadata"] = {
+            "Item": [
+                {"Name": name, "Value": value}
+                for name, value in values.items()
+                if value is not None
+            ]
+        }
+    return {"Body": {"stkCallback": callback}}
+
+
+def post_callback(client, token: str, body, **kwargs):
+    data = body if isinstance(body, bytes) else json.dumps(body)
+    return client.post(
+        f"/callbacks/mpesa/stk/{token}", data=data, content_type="application/json", **kwargs
+    )
+
+
+def stored_push(app, tenant_id, push_id) -> StkPush:
+    with app.app_context(), tenant_scope(tenant_id):
+        push = db.session.get(StkPush, push_id)
+        db.session.expunge(push)
+        return push
+
+
+def callback_outcomes(app, tenant_id, push_id) -> list[str]:
+    with app.app_context(), tenant_scope(tenant_id):
+        return list(
+            db.session.scalars(
+                select(MpesaCallback.outcome)
+                .where(MpesaCallback.stk_push_id == push_id)
+                .order_by(MpesaCallback.received_at)
+            )
+        )
+
+
+def flagged_events(app, tenant_id, push_id) -> list[dict]:
+    with app.app_context(), tenant_scope(tenant_id):
+        return list(
+            db.session.execute(
+                text(
+                    "SELECT data->'object' FROM events WHERE type = 'payment.flagged' "
+                    "AND data->'object'->>'id' = :id"
+                ),
+                {"id": push_id},
+            ).scalars()
+        )
+
+
+def expire_unacknowledged(app, tenant_id, push_id) -> service.ReconcileReport:
+    """Lango's expiry of a push Daraja never acknowledged (its call timed out, or the
+    process died before or during it): no CheckoutRequestID, so no STK query either."""
+    with app.app_context(), tenant_scope(tenant_id):
+        db.session.execute(
+            text("UPDATE stk_pushes SET checkout_request_id = NULL WHERE id = :id"),
+            {"id": push_id},
+        )
+        db.session.commit()
+        later = datetime.now(UTC) + timedelta(minutes=6)
+        return service.reconcile_pending(tenant_id, False, now=later)
+
+
+def test_a_success_after_lango_expired_the_push_makes_it_succeed_late(
+    platform, app, client, api, tenant, callback_token
+):
+    from tests.served import quota_counted
+
+    push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
+    token = callback_token["value"]
+    assert expire_unacknowledged(app, tenant.id, push["id"]).expired == 1
+    expired = api.get(f"{STKPUSHES}/{push['id']}").get_json()
+    assert expired["status"] == "expired" and expired["expired_at"].endswith("Z")
+    assert quota_counted(app, tenant.id) == (0, 0, 1)  # never acknowledged: not billed
+
+    response = post_callback(client, token, daraja_callback(push))
+    again = post_callback(client, token, daraja_callback(push))
+
+    assert response.status_code == again.status_code == 200
+    assert response.get_json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    final = api.get(f"{STKPUSHES}/{push['id']}").get_json()
+    assert (final["status"], final["result_code"]) == ("succeeded", "0")
+    assert final["mpesa_receipt_number"] == "UKL1ABCDEF"
+    assert final["expired_at"] == expired["expired_at"]  # it says it succeeded late
+    assert sorted(payment_events(app, tenant.id, push["id"])) == [
+        "payment.expired",
+        "payment.succeeded",
+    ]
+    assert callback_outcomes(app, tenant.id, push["id"]) == ["applied", "duplicate"]
+    assert quota_counted(app, tenant.id) == (1, 1, 1)  # paid: counted again, once
+
+
+def test_a_success_after_mpesa_cancelled_the_push_is_held_and_flagged(
+    platform, app, client, api, tenant, callback_token
+):
+    push = api.post(STKPUSHES, json=push_body("254700001032")).get_json()
+    token = callback_token["value"]
+    assert wait_for_status(api, push["id"])["status"] == "cancelled"
+
+    response = post_callback(client, token, daraja_callback(push))
+    post_callback(client, token, daraja_callback(push))  # a copy changes nothing more
+
+    assert response.status_code == 200
+    final = api.get(f"{STKPUSHES}/{push['id']}").get_json()
+    assert (final["status"], final["result_code"]) == ("cancelled", "1032")
+    assert "paid" in final["flagged_reason"] and "UKL1ABCDEF" in final["flagged_reason"]
+    assert "cancelled" in final["flagged_reason"]
+    assert callback_outcomes(app, tenant.id, push["id"])[-2:] == ["mismatch", "mismatch"]
+    assert sorted(payment_events(app, tenant.id, push["id"])) == [
+        "payment.cancelled",
+        "payment.flagged",
+    ]
+    assert [event["flagged_reason"] for event in flagged_events(app, tenant.id, push["id"])] == [
+        final["flagged_reason"]
+    ]
+
+
+def test_reconciliation_applies_a_success_for_a_push_lango_expired_meanwhile(
+    platform, app, api, tenant
+):
+    push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
+    threading.Event().wait(1.5)  # past the sandbox's decision: its STK query says paid
+    with app.app_context(), tenant_scope(tenant.id):
+        # Another worker's expiry landed between this worker's query and its row lock.
+        db.session.execute(
+            text(
+                "UPDATE stk_pushes SET status = 'expired', result_code = 'expired', "
+                "expired_at = now(), resolved_at = now() WHERE id = :id"
+            ),
+            {"id": push_id},
+        )
+        db.session.commit()
+        report = service.ReconcileReport()
+        service._reconcile_one(push_id, False, datetime.now(UTC), report)
+
+    final = api.get(f"{STKPUSHES}/{push_id}").get_json()
+    assert (final["status"], final["result_code"]) == ("succeeded", "0")
+    assert final["expired_at"] is not None
+    assert report.resolved == 1
+    assert payment_events(app, tenant.id, push_id) == ["payment.succeeded"]
+
+
+def test_a_push_daraja_never_acknowledged_is_released_once_when_it_expires(
+    platform, app, api, tenant
+):
+    from tests.served import quota_counted
+
+    push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
+    with app.app_context(), tenant_scope(tenant.id):
+        db.session.execute(
+            text("UPDATE stk_pushes SET checkout_request_id = NULL WHERE id = :id"),
+            {"id": push_id},
+        )
+        db.session.commit()
+    assert quota_counted(app, tenant.id) == (1, 1, 1)
+    later = datetime.now(UTC) + timedelta(minutes=6)
+    start = threading.Barrier(4)
+    reports = []
+
+    def reconcile():
+        with app.app_context(), tenant_scope(tenant.id):
+            start.wait()
+            reports.append(service.reconcile_pending(tenant.id, False, now=later))
+
+    threads = [threading.Thread(target=reconcile) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert sum(report.expired for report in reports) == 1
+    assert quota_counted(app, tenant.id) == (0, 0, 1)
+    assert payment_events(app, tenant.id, push_id) == ["payment.expired"]
+
+
+def test_a_push_daraja_acknowledged_stays_billed_when_it_expires(platform, app, api, tenant):
+    from tests.served import quota_counted
+
+    push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
+    with app.app_context(), tenant_scope(tenant.id):
+        # Daraja acknowledged it, and its query now fails: no outcome before the deadline.
+        db.session.execute(
+            text("UPDATE stk_pushes SET checkout_request_id = 'ws_CO_unknown' WHERE id = :id"),
+            {"id": push_id},
+        )
+        db.session.commit()
+        later = datetime.now(UTC) + timedelta(minutes=6)
+        assert service.reconcile_pending(tenant.id, False, now=later).expired == 1
+
+    assert quota_counted(app, tenant.id) == (1, 1, 1)
+
+
+# --- callbacks that are not Daraja's -----------------------------------------------------
+
+
+def _without(mapping: dict, key: str) -> dict:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+def _malformed_callbacks(push: dict) -> list:
+    """Bodies that are not Daraja's STK callback, built on a valid one."""
+    good = daraja_callback(push)
+    stk = good["Body"]["stkCallback"]
+    metadata = stk["CallbackMetadata"]
+
+    def with_stk(**changes):
+        return {"Body": {"stkCallback": {**stk, **changes}}}
+
+    def with_item(name, value):
+        items = [item for item in metadata["Item"] if item["Name"] != name]
+        return with_stk(CallbackMetadata={"Item": [*items, {"Name": name, "Value": value}]})
+
+    return [
+        {"a": 1},
+        [good],
+        {"Body": {"stkCallback": {"ResultCode": {"a": 1}}}},
+        with_stk(ResultCode={"a": 1}),
+        with_stk(ResultCode=True),
+        with_stk(ResultCode=1.5),
+        with_stk(ResultCode=-1),
+        with_stk(ResultCode=10**30),
+        with_stk(ResultCode="not a code"),
+        with_stk(ResultCode="1" * 30),
+        {"Body": {"stkCallback": _without(stk, "CheckoutRequestID")}},
+        {"Body": {"stkCallback": _without(stk, "ResultDesc")}},
+        with_stk(CheckoutRequestID=12345),
+        {"Body": {"stkCallback": _without(stk, "CallbackMetadata")}},
+        with_stk(CallbackMetadata={"Item": {"Name": "Amount", "Value": 100}}),
+        with_stk(CallbackMetadata={"Item": ["Amount"]}),
+        with_item("Amount", "one hundred"),
+        with_item("Amount", True),
+        with_item("MpesaReceiptNumber", "X" * 300),
+        with_item("PhoneNumber", {"a": 1}),
+    ]
+
+
+def test_a_callback_without_darajas_shape_is_kept_and_marked_unparseable(
+    platform, app, client, api, tenant, callback_token
+):
+    push = api.post(STKPUSHES, json=push_body("254700000099", amount=100)).get_json()
+    malformed = _malformed_callbacks(push)
+
+    responses = [post_callback(client, callback_token["value"], body) for body in malformed]
+
+    assert [response.status_code for response in responses] == [200] * len(malformed)
+    assert {json.dumps(response.get_json()) for response in responses} == {
+        json.dumps({"ResultCode": 0, "ResultDesc": "Accepted"})
+    }
+    assert callback_outcomes(app, tenant.id, push["id"]) == ["unparseable"] * len(malformed)
+    stored = stored_push(app, tenant.id, push["id"])
+    assert (stored.status.value, stored.flagged_reason) == ("pending", None)
+
+
+def test_reconciliation_settles_a_push_whose_callback_was_unparseable(
+    platform, app, client, api, tenant, callback_token
+):
+    push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
+    odd = daraja_callback(push)
+    odd["Body"]["stkCallback"]["ResultCode"] = {"a": 1}  # once enough to mark a push failed
+    post_callback(client, callback_token["value"], odd)
+    threading.Event().wait(1.5)  # past the sandbox's decision and RECONCILE_AFTER_SECONDS
+
+    with app.app_context():
+        reconcile_pending_pushes()
+
+    final = api.get(f"{STKPUSHES}/{push['id']}").get_json()
+    assert (final["status"], final["result_code"]) == ("succeeded", "0")
+
+
+@pytest.mark.parametrize(
+    ("result_code", "status"), [("1032", "cancelled"), ("SFC_IC0003", "failed"), (1, "failed")]
+)
+def test_result_codes_daraja_sends_as_strings_or_numbers_are_applied(
+    platform, client, api, callback_token, result_code, status
+):
+    push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
+
+    post_callback(client, callback_token["value"], daraja_callback(push, result_code))
+
+    final = api.get(f"{STKPUSHES}/{push['id']}").get_json()
+    assert (final["status"], final["result_code"]) == (status, str(result_code))
+
+
+def test_a_deeply_nested_callback_is_kept_and_marked_unparseable(
+    platform, app, client, api, tenant, callback_token
+):
+    push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
+    nested = b'{"Body": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    response = post_callback(client, callback_token["value"], nested)
+
+    assert response.status_code == 200
+    assert response.get_json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    assert callback_outcomes(app, tenant.id, push["id"]) == ["unparseable"]
+    with app.app_context(), tenant_scope(tenant.id):
+        kept = db.session.scalars(
+            select(MpesaCallback.body).where(MpesaCallback.stk_push_id == push["id"])
+        ).one()
+    assert kept == nested.decode()
+
+
+# --- why a push is held ------------------------------------------------------------------
+
+
+def test_a_success_without_a_phone_number_is_held_and_says_why(
+    platform, app, client, api, tenant, callback_token
+):
+    push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
+
+    response = post_callback(
+        client, callback_token["value"], daraja_callback(push, PhoneNumber=None)
+    )
+
+    assert response.status_code == 200
+    held = api.get(f"{STKPUSHES}/{push['id']}").get_json()
+    assert held["status"] == "pending"
+    assert "PhoneNumber" in held["flagged_reason"]
+    assert callback_outcomes(app, tenant.id, push["id"]) == ["mismatch"]
+    [event] = flagged_events(app, tenant.id, push["id"])
+    assert (event["status"], event["flagged_reason"]) == ("pending", held["flagged_reason"])
+
+
+def test_a_held_push_keeps_its_reason_in_the_event_that_settles_it(
+    platform, app, client, api, tenant, callback_token
+):
+    push = api.post(STKPUSHES, json=push_body("254700000099", amount=500)).get_json()
+    post_callback(client, callback_token["value"], daraja_callback(push, Amount=1.0))
+    threading.Event().wait(1.5)  # past the sandbox's decision and RECONCILE_AFTER_SECONDS
+
+    with app.app_context():
+        reconcile_pending_pushes()
+
+    with app.app_context(), tenant_scope(tenant.id):
+        settled = db.session.execute(
+            text(
+                "SELECT data->'object' FROM events WHERE type = 'payment.succeeded' "
+                "AND data->'object'->>'id' = :id"
+            ),
+            {"id": push["id"]},
+        ).scalar_one()
+    assert settled["flagged_reason"] == "callback amount 1.0 differs from 500"
+
+
+# --- MPESA_CALLBACK_ALLOWED_IPS ----------------------------------------------------------
+
+
+@pytest.fixture
+def safaricom_only(app):
+    settings = app.extensions["lango.settings"]
+    object.__setattr__(settings, "MPESA_CALLBACK_ALLOWED_IPS", ("196.201.214.0/24",))
+    yield
+    object.__setattr__(settings, "MPESA_CALLBACK_ALLOWED_IPS", ())
+
+
+def test_a_live_callback_from_outside_the_allowed_networks_is_refused_and_kept(
+    platform, app, client, api, tenant, callback_token, safaricom_only
+):
+    push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
+    with app.app_context(), tenant_scope(tenant.id):
+        db.session.execute(
+            text("UPDATE stk_pushes SET livemode = true WHERE id = :id"), {"id": push["id"]}
+        )
+        db.session.commit()
+    success = daraja_callback(push)
+
+    forged = post_callback(
+        client,
+        callback_token["value"],
+        success,
+        headers={"X-Forwarded-For": "196.201.214.200"},  # not trusted: no ProxyFix here
+    )
+
+    assert forged.status_code == 403
+    assert forged.get_json()["error"]["code"] == "callback_source_refused"
+    assert stored_push(app, tenant.id, push["id"]).status.value == "pending"
+    assert callback_outcomes(app, tenant.id, push["id"]) == ["refused"]
+
+    from_safaricom = post_callback(
+        client, callback_token["value"], success, environ_base={"REMOTE_ADDR": "196.201.214.200"}
+    )
+
+    assert from_safaricom.status_code == 200
+    assert stored_push(app, tenant.id, push["id"]).status.value == "succeeded"
+    assert callback_outcomes(app, tenant.id, push["id"]) == ["refused", "applied"]
+
+
+def test_test_mode_callbacks_from_the_sandbox_are_exempt_from_the_allow_list(
+    platform, api, safaricom_only
+):
+    push_id = api.post(STKPUSHES, json=push_body("254708374149")).get_json()["id"]
+    assert wait_for_status(api, push_id)["status"] == "succeeded"  # posted from 127.0.0.1
