@@ -297,6 +297,9 @@ def up(host: str, port: int, sandbox_port: int, web_workers: int, data_dir: str)
         "ENCRYPTION_KEYS", _development_secret(Path(data_dir), "encryption_key", fernet=True)
     )
     os.environ.setdefault("LANGO_ENV", "development")
+    # In development, webhooks are tried against a receiver on this machine (loopback, LAN).
+    development = os.environ["LANGO_ENV"] == "development"
+    os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true" if development else "false")
     os.environ.setdefault("AUDIT_CHECKPOINT_DIR", str(Path(data_dir) / "audit-checkpoints"))
     os.environ.setdefault("PUBLIC_BASE_URL", f"http://{host}:{port}")
     os.environ.setdefault("SANDBOX_BASE_URL", f"http://{host}:{sandbox_port}")
@@ -410,6 +413,7 @@ def _write_runtime_env(data_dir: Path) -> None:
         "PUBLIC_BASE_URL",
         "SANDBOX_BASE_URL",
         "SANDBOX_REDIS_URL",
+        "WEBHOOK_ALLOW_PRIVATE_TARGETS",
         "AUDIT_CHECKPOINT_DIR",
     )
     path.write_text("".join(f"{name}={os.environ[name]}\n" for name in names))

@@ -31,6 +31,14 @@ _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
+# Appended to every private-address refusal: a developer pointing an endpoint at a receiver
+# on their laptop must learn which setting allows it, not only that it was refused.
+PRIVATE_TARGETS_SETTING = (
+    "Private and loopback addresses are allowed only where the server sets "
+    "WEBHOOK_ALLOW_PRIVATE_TARGETS=true (development only; `lango up` sets it)."
+)
+
+
 class UnsafeTarget(Exception):
     """The URL may not be requested; the message says why, in words fit for the tenant."""
 
@@ -60,7 +68,9 @@ def check_url(url: str, *, livemode: bool, allow_private: bool) -> None:
     except ValueError:
         return
     if not allow_private and not is_public_address(literal):
-        raise UnsafeTarget(f"The address {literal} is not a public internet address.")
+        raise UnsafeTarget(
+            f"The address {literal} is not a public internet address. {PRIVATE_TARGETS_SETTING}"
+        )
 
 
 def is_public_address(address: IPAddress) -> bool:
@@ -166,7 +176,10 @@ def _resolve_checked(parts: SplitResult, *, allow_private: bool) -> IPAddress:
             address = address.ipv4_mapped
         if not allow_private and not is_public_address(address):
             # One bad answer refuses the host: a later connection could be given that one.
-            raise UnsafeTarget(f"{hostname} resolves to {address}, not a public internet address.")
+            raise UnsafeTarget(
+                f"{hostname} resolves to {address}, not a public internet address. "
+                + PRIVATE_TARGETS_SETTING
+            )
         addresses.append(address)
     if not addresses:
         raise requests.ConnectionError(f"Could not resolve {hostname}: no IP address")

@@ -7,7 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
@@ -37,6 +41,26 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> req
             pass
         time.sleep(0.5)
     pytest.fail(f"{url} never answered 200")
+
+
+@contextmanager
+def _loopback_receiver() -> Iterator[tuple[str, threading.Event]]:
+    """An HTTP server on 127.0.0.1 that answers 204 and sets the event on its first POST."""
+    received = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(204)
+            self.end_headers()
+            received.set()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hooks", received
+    finally:
+        server.shutdown()
 
 
 @pytest.mark.slow
@@ -92,6 +116,23 @@ def test_up_runs_the_platform_on_embedded_servers_and_stops_cleanly(tmp_path):
                 "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)
             ).fetchone()[0]
         assert found == 1
+
+        # Development delivers webhooks to a receiver on this machine (web and worker alike).
+        assert "WEBHOOK_ALLOW_PRIVATE_TARGETS=true" in env_file
+        with _loopback_receiver() as (receiver_url, received):
+            endpoint = requests.post(
+                f"{base}/v1/webhook-endpoints",
+                json={"url": receiver_url},
+                headers={"Authorization": f"Bearer {demo_key}"},
+                timeout=10,
+            )
+            assert endpoint.status_code == 201, endpoint.text
+            requests.post(
+                f"{base}/v1/webhook-endpoints/{endpoint.json()['id']}/test",
+                headers={"Authorization": f"Bearer {demo_key}"},
+                timeout=10,
+            ).raise_for_status()
+            assert received.wait(60), "the worker never delivered to the loopback receiver"
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)

@@ -218,6 +218,16 @@ def test_hostname_resolving_to_a_private_address_is_refused(monkeypatch, serve):
     assert receiver.received == []
 
 
+def test_private_address_refusals_name_the_setting_that_allows_them(monkeypatch, serve):
+    receiver = serve()
+    with pytest.raises(ssrf.UnsafeTarget, match="WEBHOOK_ALLOW_PRIVATE_TARGETS=true"):
+        ssrf.check_url(receiver.url, livemode=False, allow_private=False)
+    resolve_as(monkeypatch, {"laptop.test": [["127.0.0.1"]]})
+    with pytest.raises(ssrf.UnsafeTarget, match="WEBHOOK_ALLOW_PRIVATE_TARGETS=true"):
+        send(f"http://laptop.test:{receiver.port}/")
+    assert receiver.received == []
+
+
 def test_one_private_answer_among_public_ones_refuses_the_host(monkeypatch):
     resolve_as(monkeypatch, {"mixed.example": [["93.184.215.14", "10.1.2.3"]]})
     with pytest.raises(ssrf.UnsafeTarget, match=r"10\.1\.2\.3"):
