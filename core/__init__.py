@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 from flask import Flask, g, request
 from redis import Redis
@@ -19,7 +20,7 @@ def create_app(config: dict | Settings | None = None) -> Flask:
 
     from core.logs import configure_logging
 
-    configure_logging(settings.LOG_LEVEL)
+    configure_logging(settings.LOG_LEVEL, settings.LANGO_ENV)
 
     app = Flask(__name__)
     app.config.update(_flask_config(settings))
@@ -59,7 +60,6 @@ def _connect_domain_signals() -> None:
     from core.events import event_recorded
     from core.ratelimit import use_tenant_limits
     from payments.service import push_finished
-    from staff.models import StaffUser
     from tenants.members import member_changed
     from tenants.service import api_key_changed, tenant_created
     from webhooks.endpoints import endpoint_changed, use_endpoint_limits
@@ -80,8 +80,6 @@ def _connect_domain_signals() -> None:
     api_key_changed.connect(audit.on_api_key_changed)
     endpoint_changed.connect(audit.on_endpoint_changed)
     member_changed.connect(audit.on_member_changed)
-    # Staff signed in to the consoles act as themselves in the trail (members are known).
-    audit.name_session_users(StaffUser, audit.ActorType.STAFF)
 
 
 def _flask_config(settings: Settings) -> dict:
@@ -152,6 +150,12 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
     api.init_app(app)
     limiter.init_app(app)
 
+    @app.after_request
+    def remember_own_retry_after(response):
+        # Runs before Flask-Limiter's header hook (see retry_after_only_when_asked).
+        g.own_retry_after = response.headers.get("Retry-After")
+        return response
+
 
 def _register_blueprints(app: Flask) -> None:
     """Every blueprint, in one place."""
@@ -200,12 +204,14 @@ def _register_blueprints(app: Flask) -> None:
 def _register_request_hooks(app: Flask) -> None:
     from core.api import NUL_MESSAGE, field_with_nul, validation_error
     from core.errors import NotFound
+    from core.logs import redact
     from core.tenancy import clear_stale_binding, leave_tenant
     from tenants.auth import authenticate_request
 
     @app.before_request
     def assign_request_id() -> None:
         g.request_id = "req_" + secrets.token_hex(12)
+        g.request_started = time.perf_counter()
         if clear_stale_binding():
             # A binding left over from an earlier request on this thread would be a leak.
             logger.error("tenant binding found at request start; cleared")
@@ -228,6 +234,21 @@ def _register_request_hooks(app: Flask) -> None:
             authenticate_request()
 
     @app.after_request
+    def retry_after_only_when_asked(response):
+        # Flask-Limiter adds Retry-After to every response it counts (with X-RateLimit-*):
+        # on a success it read as "retry in 1 s". Outside 429 and 503, only a Retry-After
+        # the view set itself (remembered before Flask-Limiter's hook, `_init_extensions`)
+        # is kept. This hook runs after Flask-Limiter's: after_request hooks run in reverse
+        # order of registration, and these are registered before the extensions.
+        own = g.pop("own_retry_after", None)
+        if response.status_code not in (429, 503):
+            if own is None:
+                response.headers.pop("Retry-After", None)
+            else:
+                response.headers["Retry-After"] = own
+        return response
+
+    @app.after_request
     def expose_request_id(response):
         response.headers["Request-Id"] = g.get("request_id", "")
         return response
@@ -240,12 +261,22 @@ def _register_request_hooks(app: Flask) -> None:
 
     @app.after_request
     def log_request(response):
+        # One line per request (gunicorn's own access line is off: core.gunicorn_conf). The
+        # path is redacted: callback and invite URLs carry their secret token.
+        path = redact(request.path)
+        started = g.get("request_started")
+        duration_ms = round((time.perf_counter() - started) * 1000) if started else None
         logger.info(
-            "request",
+            "%s %s %s %sms",
+            request.method,
+            path,
+            response.status_code,
+            duration_ms,
             extra={
                 "method": request.method,
-                "path": request.path,
+                "path": path,
                 "status": response.status_code,
+                "duration_ms": duration_ms,
                 "tenant_id": getattr(g.get("caller"), "tenant_id", None),
             },
         )

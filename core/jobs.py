@@ -2,14 +2,19 @@
 
 `lango worker` and `lango scheduler` run inside an app context; a job may also run where
 there is none (a test calling it directly with an app pushed). `app_job` makes sure each job
-runs in an app context and leaves no session or transaction behind for the next job.
+runs in an app context, writes one log line about it (RQ's own per-job lines are silenced
+in core.logs), and leaves no session or transaction behind for the next job.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from functools import wraps
 
 from flask import has_app_context
+
+logger = logging.getLogger("lango.jobs")
 
 
 def app_job(func):
@@ -22,9 +27,28 @@ def app_job(func):
 
             with create_app().app_context():
                 return run(*args, **kwargs)
+        started = time.perf_counter()
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+        except Exception as error:
+            _log_job(logging.WARNING, func, "failed", started, error=type(error).__name__)
+            raise
+        else:
+            _log_job(logging.INFO, func, "ok", started, result=result)
+            return result
         finally:
             db.session.remove()
 
     return run
+
+
+def _log_job(level: int, func, outcome: str, started: float, **details) -> None:
+    duration_ms = round((time.perf_counter() - started) * 1000)
+    logger.log(
+        level,
+        "job %s %s %sms",
+        func.__name__,
+        outcome,
+        duration_ms,
+        extra={"job": func.__qualname__, "duration_ms": duration_ms, **details},
+    )

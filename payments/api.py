@@ -11,9 +11,10 @@ from flask import Response, current_app, g, request, stream_with_context
 from flask.views import MethodView
 
 from core.api import Blueprint, errors, paginate
-from core.errors import NotFound, PermissionDenied
+from core.errors import NotFound, PermissionDenied, RateLimited
 from core.extensions import db, limiter
 from core.idempotency import current_claim, idempotent
+from core.streams import SLOT_TTL_SECONDS, claim_stream_slot
 from core.tenancy import tenant_scope
 from payments import credentials, reports, service
 from payments.models import StkPush
@@ -45,6 +46,8 @@ limiter.exempt(callbacks)
 STREAM_MAX_SECONDS = 600
 STREAM_POLL_SECONDS = 2.0
 STREAM_HEARTBEAT_SECONDS = 15.0
+# Streams one API key may hold open at once: each holds a web thread for minutes.
+STREAMS_PER_KEY = 3
 
 
 @stk_pushes.route("/v1/stk-pushes")
@@ -110,20 +113,31 @@ def get_stk_push(push_id):
     "the stream ends at a final state",
     content_type="text/event-stream",
 )
-@errors(stk_pushes, 401, 403, 404)
+@errors(stk_pushes, 401, 403, 404, 429)
 def stream_stk_push(push_id):
-    """Follow a push live (Server-Sent Events) until it reaches a final state."""
+    """Follow a push live (Server-Sent Events) until it reaches a final state.
+
+    One API key may hold 3 streams open at once; a fourth is answered 429 `too_many_streams`
+    until one ends."""
     caller = current_caller()
     service.get_push(push_id, livemode=caller.livemode)  # 404 before the stream starts
     db.session.rollback()
     redis = current_app.extensions["lango.redis"]
+    slot = claim_stream_slot(redis, f"key:{caller.key_id}", STREAMS_PER_KEY)
+    if slot is None:
+        raise RateLimited(
+            f"This API key already has {STREAMS_PER_KEY} status streams open; close one "
+            "or poll GET /v1/stk-pushes/{id} instead.",
+            code="too_many_streams",
+            headers={"Retry-After": str(int(STREAM_POLL_SECONDS) or 1)},
+        )
 
     def events():
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(service.status_channel(push_id))
         try:
             last_status = None
-            started = last_sent = time.monotonic()
+            started = last_sent = last_renewed = time.monotonic()
             while time.monotonic() - started < STREAM_MAX_SECONDS:
                 with tenant_scope(caller.tenant_id):
                     push = db.session.get(StkPush, push_id)
@@ -138,27 +152,29 @@ def stream_stk_push(push_id):
                     last_sent = time.monotonic()
                     yield ": keep-alive\n\n"
                 pubsub.get_message(timeout=STREAM_POLL_SECONDS)
+                if time.monotonic() - last_renewed > SLOT_TTL_SECONDS / 3:
+                    last_renewed = time.monotonic()
+                    slot.renew()
         finally:
             pubsub.close()
 
-    return Response(
+    response = Response(
         stream_with_context(events()),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    # Called by the server when the response ends, however it ends (final state, time limit,
+    # the client gone), even if the stream never started.
+    response.call_on_close(slot.release)
+    return response
 
 
 @callbacks.post("/callbacks/mpesa/stk/<string:token>")
 @callbacks.doc(security=[])
 @callbacks.response(200, CallbackAckSchema)
-@errors(callbacks, 403, 404)
+@errors(callbacks, 404)
 def receive_stk_callback(token):
-    """Daraja's STK callback. The token in the URL is unguessable and bound to one push.
-
-    A callback for a live push is accepted only from MPESA_CALLBACK_ALLOWED_IPS when that is
-    set (403 otherwise; the body is still kept); test-mode callbacks come from Lango's own
-    sandbox and are exempt. The client address is the connection's (`remote_addr`): behind
-    a proxy, the operator configures ProxyFix so it is the real one."""
+    """Daraja's STK callback. The token in the URL is unguessable and bound to one push."""
     tenant_id = service.tenant_id_from_token(token)
     if tenant_id is None or not service.tenant_exists(tenant_id):
         logger.warning("callback with a forged or unknown token", extra={"ip": request.remote_addr})

@@ -138,12 +138,19 @@ def pushes_csv(statement: Select, tenant_id: str) -> Iterator[str]:
     with tenant_scope(tenant_id):
         for push in db.session.scalars(statement):
             item = schema.dump(push)
-            writer.writerow([item[column] for column in EXPORT_COLUMNS])
+            writer.writerow([_csv_value(item[column]) for column in EXPORT_COLUMNS])
             if buffer.tell() > _CSV_CHUNK_BYTES:
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()
     yield buffer.getvalue()
+
+
+def _csv_value(value):
+    """Booleans as the JSON API writes them (`true`/`false`), not as Python's `False`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
 
 
 @dataclass(frozen=True)

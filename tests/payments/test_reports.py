@@ -129,6 +129,22 @@ def test_pushes_csv_has_the_api_columns(app, tenant):
     assert rows[0]["status"] == "failed" and rows[0]["result_code"] == "1"
 
 
+def test_pushes_csv_writes_booleans_as_the_json_api_does(app, tenant):
+    # Python's `False` in a CSV is read as the text "False" by every tool downstream.
+    insert_push(app, tenant.id, livemode=False)
+    insert_push(app, tenant.id, livemode=True)
+    with app.app_context():
+        texts = {}
+        for livemode in (False, True):
+            with tenant_scope(tenant.id):
+                statement = reports.filtered_pushes_statement(livemode=livemode)
+            texts[livemode] = "".join(reports.pushes_csv(statement, tenant.id))
+        db.session.remove()
+    for livemode, expected in ((False, "false"), (True, "true")):
+        rows = list(csv.DictReader(io.StringIO(texts[livemode])))
+        assert [row["livemode"] for row in rows] == [expected]
+
+
 def test_push_detail_has_raw_callbacks_and_refuses_the_other_mode(app, tenant):
     push_id = insert_push(app, tenant.id)
     with app.app_context(), tenant_scope(tenant.id):
