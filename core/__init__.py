@@ -60,6 +60,7 @@ def _connect_domain_signals() -> None:
     from core.events import event_recorded
     from core.ratelimit import use_tenant_limits
     from payments.service import push_finished
+    from staff.models import StaffUser
     from tenants.members import member_changed
     from tenants.service import api_key_changed, tenant_created
     from webhooks.endpoints import endpoint_changed, use_endpoint_limits
@@ -80,6 +81,8 @@ def _connect_domain_signals() -> None:
     api_key_changed.connect(audit.on_api_key_changed)
     endpoint_changed.connect(audit.on_endpoint_changed)
     member_changed.connect(audit.on_member_changed)
+    # Staff signed in to the consoles act as themselves in the trail (members are known).
+    audit.name_session_users(StaffUser, audit.ActorType.STAFF)
 
 
 def _flask_config(settings: Settings) -> dict:
