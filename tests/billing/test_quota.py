@@ -137,3 +137,33 @@ def test_sandbox_plan_refuses_live_pushes(platform, app, client, tenant):
     assert response.status_code == 403
     assert response.get_json()["error"]["code"] == "livemode_not_enabled"
     assert response.get_json()["error"]["plan"] == "sandbox"
+
+
+def test_a_released_push_that_is_paid_later_is_counted_again_past_the_cap(
+    platform, app, client, api, tenant, capped_plan, monkeypatch
+):
+    from payments import service
+    from tests.payments.test_stk_push import (
+        daraja_callback,
+        expire_unacknowledged,
+        post_callback,
+    )
+
+    _cap_test_allowance(app, tenant.id, allowance=1, used=0)
+    tokens = []
+    original = service.callback_token
+
+    def remember(tenant_id):  # the callback URL's token, to post M-Pesa's late answer
+        tokens.append(original(tenant_id))
+        return tokens[-1]
+
+    monkeypatch.setattr(service, "callback_token", remember)
+    push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
+    expire_unacknowledged(app, tenant.id, push["id"])
+    assert quota_counted(app, tenant.id)[:2] == (0, 0)
+    assert api.post(STKPUSHES, json=push_body()).status_code == 202  # the unit it freed
+
+    post_callback(client, tokens[0], daraja_callback(push))
+
+    assert api.get(f"{STKPUSHES}/{push['id']}").get_json()["status"] == "succeeded"
+    assert quota_counted(app, tenant.id)[:2] == (2, 2)  # paid: counted, cap or not
