@@ -46,6 +46,22 @@ def mask_phone(phone: str | None) -> str:
     return phone[:4] + "•" * max(len(phone) - 7, 0) + phone[-3:]
 
 
+def duration(seconds: int) -> str:
+    """A span in the largest unit that reads naturally: `5 days`, `about 28 hours`, `30 minutes`
+    ("about" when rounding changed it)."""
+    if seconds >= 2 * 86400:
+        unit, size = "day", 86400
+    elif seconds >= 2 * 3600:
+        unit, size = "hour", 3600
+    elif seconds >= 2 * 60:
+        unit, size = "minute", 60
+    else:
+        unit, size = "second", 1
+    count = round(seconds / size)
+    text = f"{count} {unit}{'' if count == 1 else 's'}"
+    return text if count * size == seconds else f"about {text}"
+
+
 def register(app: Flask) -> None:
     for name, function in {
         "kes": kes,

@@ -4,16 +4,27 @@ the signing secret, send a test ping, delete) and its events with every delivery
 
 A signing secret is shown once, in the answer to the POST that issued it (never stored in
 the session cookie, never on a later page). The rules — https in live mode, no private
-addresses, the plan's endpoint limit — are webhooks.endpoints'; its refusals come back as
-field errors or flashes.
+addresses unless the server allows them, the plan's endpoint limit — are webhooks.endpoints';
+its refusals come back as field errors or flashes. What the pages say about retries, disabling
+and private addresses is read from the WEBHOOK_* settings that decide them.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from flask import flash, g, make_response, redirect, render_template, request, url_for
+from flask import (
+    current_app,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, SelectMultipleField, StringField
 from wtforms.fields.choices import SelectChoice
@@ -26,6 +37,7 @@ from core.events import Event
 from core.extensions import db
 from frontend.auth import EDITORS, can_edit, require_role
 from frontend.dashboard import bp
+from frontend.formatting import duration
 from webhooks import endpoints, events, service
 from webhooks.models import DeliveryStatus, WebhookEndpoint
 
@@ -52,11 +64,6 @@ GRACE_CHOICES = [
     SelectChoice("3600", "1 hour"),
     SelectChoice("0", "None — the old secret stops at once"),
 ]
-DISABLED_REASONS = {
-    "manual": "disabled by a member of your team",
-    "gone": "the receiver answered 410 Gone",
-    "failing": "every delivery failed for 5 days",
-}
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -224,7 +231,7 @@ def _endpoint_list(form: EndpointForm, status: int = 200):
         page=page,
         form=form,
         can_edit=can_edit(),
-        disabled_reasons=DISABLED_REASONS,
+        delivery=_delivery_policy(),
     )
     return body, status
 
@@ -236,10 +243,39 @@ def _endpoint_page(endpoint: WebhookEndpoint, form: EndpointForm, status: int = 
         form=form,
         rotate_form=RotateForm(formdata=None, grace="86400"),
         can_edit=can_edit(),
-        disabled_reasons=DISABLED_REASONS,
+        delivery=_delivery_policy(),
         now_utc=datetime.now(UTC),
     )
     return body, status
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """What the pages promise about delivery, read from the settings that decide it, so a
+    changed WEBHOOK_* setting changes the words too."""
+
+    retries: int
+    retry_span: str  # the schedule's length (±10% jitter each step)
+    disable_after: str
+    private_targets_allowed: bool
+
+    @property
+    def disabled_reasons(self) -> dict[str, str]:
+        return {
+            "manual": "disabled by a member of your team",
+            "gone": "the receiver answered 410 Gone",
+            "failing": f"deliveries failed for {self.disable_after} without a success",
+        }
+
+
+def _delivery_policy() -> DeliveryPolicy:
+    settings = current_app.extensions["lango.settings"]
+    return DeliveryPolicy(
+        retries=len(settings.WEBHOOK_RETRY_SCHEDULE),
+        retry_span=duration(sum(settings.WEBHOOK_RETRY_SCHEDULE)),
+        disable_after=duration(settings.WEBHOOK_DISABLE_AFTER_SECONDS),
+        private_targets_allowed=settings.WEBHOOK_ALLOW_PRIVATE_TARGETS,
+    )
 
 
 def _secret_page(issued: endpoints.IssuedEndpoint, change: str, grace: timedelta | None = None):

@@ -166,6 +166,46 @@ def test_an_unsafe_url_is_a_field_error(app, sign_in):
         assert db.session.scalars(select(WebhookEndpoint)).all() == []
 
 
+def test_the_page_states_the_delivery_rules_the_settings_enforce(app, sign_in):
+    client = sign_in("owner").client
+
+    page = client.get("/dashboard/webhooks").get_data(as_text=True)
+    # The defaults: 7 retries spanning 99,305 s, disabled after 5 days, private refused.
+    assert "retried 7 times with backoff, over about 28 hours" in page
+    assert "fail for 5 days without a success is disabled" in page
+    assert "Private and loopback addresses are refused." in page
+    assert "three days" not in page
+
+    with webhook_settings(
+        app,
+        WEBHOOK_RETRY_SCHEDULE=(60, 600),
+        WEBHOOK_DISABLE_AFTER_SECONDS=2 * 86400,
+        WEBHOOK_ALLOW_PRIVATE_TARGETS=True,
+    ):
+        page = client.get("/dashboard/webhooks").get_data(as_text=True)
+    assert "retried 2 times with backoff, over 11 minutes" in page
+    assert "fail for 2 days without a success is disabled" in page
+    assert "Private and loopback addresses are allowed on this server" in page
+    assert "are refused" not in page
+    # The landing page promises no retry period of its own (it said "for days").
+    assert "retried with backoff," in client.get("/").get_data(as_text=True)
+
+
+def test_an_endpoint_disabled_for_failing_says_for_how_long_the_settings_say(app, sign_in):
+    owner = sign_in("owner")
+    endpoint_id, _ = created_endpoint(owner.client)
+    with app.app_context(), tenant_scope(owner.tenant.id):
+        endpoint = db.session.get(WebhookEndpoint, endpoint_id)
+        endpoint.enabled, endpoint.disabled_reason = False, "failing"
+        db.session.commit()
+
+    with webhook_settings(app, WEBHOOK_DISABLE_AFTER_SECONDS=3 * 3600):
+        detail = owner.client.get(f"/dashboard/webhooks/{endpoint_id}").get_data(as_text=True)
+        listing = owner.client.get("/dashboard/webhooks").get_data(as_text=True)
+    for page in (detail, listing):
+        assert "deliveries failed for 3 hours without a success" in page
+
+
 def test_the_plans_endpoint_limit_is_a_flash(sign_in):
     client = sign_in("owner").client
     created_endpoint(client)
