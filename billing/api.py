@@ -70,10 +70,18 @@ class SubscriptionResource(MethodView):
     def post(self, body):
         """Change plan, the overage spending cap, or cancellation at period end.
 
-        A dearer plan applies at once: this period's usage so far counts against its larger
-        allowance. Any other plan is a downgrade, shown as `pending_plan` and applied when the
-        period ends; choosing the current plan cancels it. An unknown or retired plan is a 400
-        (param `plan`). Once live mode is on, only a live key may change the subscription.
+        A dearer plan is paid before it applies. Where Stripe billing is on, Stripe charges
+        the card and the plan applies at once (this period's usage so far counts against its
+        larger allowance; without a working card the subscription is `incomplete` and live
+        mode stays off). Otherwise an `upgrade` invoice for its first month is issued, shown
+        as `awaiting_payment_plan` and `awaiting_payment_invoice`; the current plan stays in
+        force until that invoice is paid by M-Pesa (POST /v1/invoices/{id}/pay), which starts
+        the new plan and its period. Any other plan is a downgrade, shown as `pending_plan`
+        and applied when the period ends. The latest choice wins: choosing the current plan
+        cancels a pending downgrade and voids an awaited upgrade's invoice (409
+        `upgrade_payment_in_progress` while its M-Pesa prompt is pending). An unknown or
+        retired plan is a 400 (param `plan`). Once live mode is on, only a live key may
+        change the subscription.
         """
         caller = current_caller()
         if caller.live_enabled and not caller.livemode:
@@ -108,7 +116,8 @@ class Invoices(MethodView):
     @invoices.response(200, InvoiceListSchema)
     @errors(invoices, 400, 401, 403)
     def get(self, query):
-        """Your invoices, one per closed billing period, newest first (cursor pagination)."""
+        """Your invoices, newest first (cursor pagination): one per closed billing period
+        (`kind` `period`), and one per upgrade paid up front (`kind` `upgrade`)."""
         return invoice_service.list_invoices(current_caller().tenant_id, **query)
 
 

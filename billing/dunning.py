@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from flask import current_app
 from sqlalchemy import and_, exists, func, or_, select, update
 
-from billing.models import Invoice, InvoiceStatus, Subscription, SubscriptionStatus
+from billing.models import Invoice, InvoiceKind, InvoiceStatus, Subscription, SubscriptionStatus
 from core.extensions import db
 from tenants.models import Tenant, TenantStatus
 
@@ -43,8 +43,10 @@ def collected_by_stripe():
 
 
 def overdue(cutoff: datetime):
-    """An invoice Lango collects itself, unpaid and due before `cutoff`."""
+    """A period's invoice Lango collects itself, unpaid and due before `cutoff`. An unpaid
+    upgrade invoice is owed nothing: its plan simply never starts."""
     return and_(
+        Invoice.kind == InvoiceKind.PERIOD,
         Invoice.status == InvoiceStatus.OPEN,
         Invoice.due_at <= cutoff,
         ~collected_by_stripe(),

@@ -5,7 +5,8 @@ Paying dogfoods the platform: the push is an ordinary STK push of the billing te
 the invoice id in its metadata. When that push succeeds, `settle_invoice_payment` — a
 receiver of payments' `push_finished` signal, run inside the transaction that makes the push
 final — marks the invoice paid and reinstates a tenant suspended for billing, so the push,
-the invoice and the tenant change together or not at all.
+the invoice and the tenant change together or not at all. A paid upgrade invoice switches the
+tenant to the plan it paid for in that same transaction (billing.periods.start_paid_upgrade).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from redis.exceptions import LockError
 from sqlalchemy import select
 
 from billing.dunning import collected_by_stripe, reinstate_after_payment
-from billing.models import Invoice, InvoiceStatus
+from billing.models import Invoice, InvoiceKind, InvoiceStatus, Subscription
+from billing.periods import start_paid_upgrade
 from billing.quota import PlanExcludesLivemode, QuotaExceeded
 from core.api import paginate
 from core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
@@ -239,10 +241,21 @@ def mark_invoice_paid(
     now: datetime | None = None,
 ) -> bool:
     """Mark an open invoice paid by a payment of `amount` and reinstate its tenant if it was
-    suspended for billing, in the caller's transaction. A payment that does not match (wrong
-    amount, a test-mode payment while the platform takes live ones) or arrives for an
-    invoice no longer open is logged for a person to look at, never applied.
+    suspended for billing, in the caller's transaction; an upgrade invoice also switches the
+    tenant to the plan it paid for. A payment that does not match (wrong amount, a test-mode
+    payment while the platform takes live ones) or arrives for an invoice no longer open is
+    logged for a person to look at, never applied.
     Returns True if this call paid the invoice."""
+    # The subscription's row lock first, then the invoice's: the order plan changes take, so
+    # a plan change (which may void an upgrade invoice) and this payment run one after the
+    # other without deadlocking.
+    subscription = db.session.scalars(
+        select(Subscription)
+        .join(Invoice, Invoice.tenant_id == Subscription.tenant_id)
+        .where(Invoice.id == invoice_id)
+        .with_for_update(of=Subscription)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
     invoice = db.session.scalars(
         select(Invoice)
         .where(Invoice.id == invoice_id)
@@ -283,5 +296,7 @@ def mark_invoice_paid(
             "stk_push_id": stk_push_id,
         },
     )
+    if invoice.kind is InvoiceKind.UPGRADE and subscription is not None:
+        start_paid_upgrade(subscription, invoice, now)
     reinstate_after_payment(invoice.tenant_id, now=now)
     return True

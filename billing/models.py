@@ -6,7 +6,16 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -100,18 +109,43 @@ class InvoiceStatus(enum.StrEnum):
     VOID = "void"
 
 
+class InvoiceKind(enum.StrEnum):
+    PERIOD = "period"  # written when a period closes: its fee (in arrears) and overage
+    # Issued when a tenant chooses a dearer plan that Stripe does not collect: the new plan's
+    # first month, paid up front. Paying it switches the plan and opens that month (its
+    # period_start/period_end then say which); the month's own invoice leaves the fee out.
+    UPGRADE = "upgrade"
+
+
 class Invoice(db.Model):
-    """Lango's own record of what a period cost, with or without Stripe."""
+    """Lango's own record of what a period cost, or of an upgrade paid up front, with or
+    without Stripe."""
 
     __tablename__ = "invoices"
     __table_args__ = (
         # One invoice per tenant and period: closing a period twice cannot bill twice.
-        UniqueConstraint("tenant_id", "period_start", name="uq_invoices_tenant_id"),
+        Index(
+            "uq_invoices_tenant_id_period",
+            "tenant_id",
+            "period_start",
+            unique=True,
+            postgresql_where=text("kind = 'period'"),
+        ),
+        # One plan at a time waits for its payment.
+        Index(
+            "uq_invoices_tenant_id_open_upgrade",
+            "tenant_id",
+            unique=True,
+            postgresql_where=text("kind = 'upgrade' AND status = 'open'"),
+        ),
         {"schema": "public"},
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[InvoiceKind] = mapped_column(
+        text_enum(InvoiceKind, "invoice_kind"), default=InvoiceKind.PERIOD
+    )
     plan_code: Mapped[str] = mapped_column(String(40))
     period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -5,7 +5,12 @@ Run by the scheduler (billing.jobs.close_billing_periods). For each subscription
 reads the period's live push count, writes the invoice, applies a pending plan change or a
 cancellation, and advances the period. Safe to run twice and concurrently: a second closer
 waits for the lock, then sees the period already advanced and does nothing; the unique
-(tenant_id, period_start) on invoices backs that up.
+(tenant_id, period_start) on period invoices backs that up.
+
+A paid upgrade invoice (billing.subscriptions) ends the current period early, at the moment
+it is paid: that period is billed its fee pro rata, and the new plan's period starts then.
+Its fee was the upgrade invoice, so when that period closes, its invoice leaves the fee out
+(overage is still billed): nothing is charged twice.
 
 Overage then goes to Stripe (when configured) after the invoice has committed, under the
 invoice's row lock and once only: the item id is stored on the invoice and a retried close
@@ -24,7 +29,14 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from billing import subscriptions
-from billing.models import Invoice, InvoiceStatus, Plan, Subscription, SubscriptionStatus
+from billing.models import (
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    Plan,
+    Subscription,
+    SubscriptionStatus,
+)
 from core.extensions import db
 from core.ids import new_id
 from tenants.models import Tenant
@@ -83,18 +95,54 @@ def close_period(tenant_id: str, *, now: datetime | None = None) -> str | None:
     if subscription is None or subscription.current_period_end > now:
         db.session.rollback()
         return None
+    invoice_id = _close_ended_period(subscription, now)
+    db.session.commit()
+    return invoice_id
+
+
+def _close_ended_period(subscription: Subscription, now: datetime) -> str:
     plan = db.session.get(Plan, subscription.plan_code)
     invoice_id = _write_invoice(subscription, plan, now)
     _apply_period_end_changes(subscription, plan)
     subscription.current_period_start = subscription.current_period_end
     subscription.current_period_end = subscriptions.add_months(subscription.current_period_end, 1)
     subscription.updated_at = now
-    db.session.commit()
     logger.info(
         "billing.period_closed",
-        extra={"tenant_id": tenant_id, "invoice_id": invoice_id, "plan": plan.code},
+        extra={"tenant_id": subscription.tenant_id, "invoice_id": invoice_id, "plan": plan.code},
     )
     return invoice_id
+
+
+def start_paid_upgrade(subscription: Subscription, invoice: Invoice, now: datetime) -> None:
+    """An upgrade invoice has just been paid (billing.invoices.mark_invoice_paid, in its
+    transaction, which holds the subscription's row lock and then the invoice's): close the
+    current period now (periods that ended meanwhile first), switch to the plan paid for, and
+    open its period from now; the invoice records that period as paid."""
+    for _ in range(MAX_PERIODS_PER_RUN):
+        if subscription.current_period_end > now:
+            break
+        _close_ended_period(subscription, now)
+    if subscription.current_period_start < now < subscription.current_period_end:
+        plan = db.session.get(Plan, subscription.plan_code)
+        subscription.current_period_end = now  # cut short: billed pro rata
+        _write_invoice(subscription, plan, now)
+    subscriptions.switch_to_paid_plan(
+        subscription, subscriptions.get_plan(invoice.plan_code, active_only=False)
+    )
+    subscription.current_period_start = now
+    subscription.current_period_end = subscriptions.add_months(now, 1)
+    subscription.updated_at = now
+    invoice.period_start = subscription.current_period_start
+    invoice.period_end = subscription.current_period_end
+    logger.info(
+        "billing.upgrade_paid",
+        extra={
+            "tenant_id": subscription.tenant_id,
+            "invoice_id": invoice.id,
+            "plan": invoice.plan_code,
+        },
+    )
 
 
 def live_pushes_used(tenant_id: str, period_start: datetime) -> int:
@@ -110,32 +158,58 @@ def live_pushes_used(tenant_id: str, period_start: datetime) -> int:
     )
 
 
-def invoice_amounts(plan: Plan, used: int) -> dict:
-    """What a period on `plan` with `used` live pushes costs. A hard-cap plan (no overage
-    price) never bills overage."""
+def invoice_amounts(plan: Plan, used: int, base_fee: int | None = None) -> dict:
+    """What a period on `plan` with `used` live pushes costs; `base_fee` when it is not the
+    plan's monthly price (a period cut short, or paid in advance). A hard-cap plan (no
+    overage price) never bills overage."""
+    base_fee = plan.monthly_price if base_fee is None else base_fee
     overage = max(0, used - plan.included_pushes) if plan.overage_price is not None else 0
     overage_amount = overage * (plan.overage_price or 0)
     return {
-        "base_fee": plan.monthly_price,
+        "base_fee": base_fee,
         "included_pushes": plan.included_pushes,
         "used_pushes": used,
         "overage_pushes": overage,
         "overage_amount": overage_amount,
-        "total": plan.monthly_price + overage_amount,
+        "total": base_fee + overage_amount,
     }
+
+
+def period_base_fee(plan: Plan, start: datetime, end: datetime) -> int:
+    """The plan's fee for [start, end): the monthly price for a whole period, pro rata (whole
+    KES, rounded down) for one cut short by a paid upgrade."""
+    whole = subscriptions.add_months(start, 1) - start
+    return min(plan.monthly_price, plan.monthly_price * (end - start) // whole)
+
+
+def _prepaying_invoice(tenant_id: str, period_start: datetime) -> str | None:
+    """The paid upgrade invoice that paid this period's fee in advance, if any."""
+    return db.session.scalar(
+        select(Invoice.id).where(
+            Invoice.tenant_id == tenant_id,
+            Invoice.kind == InvoiceKind.UPGRADE,
+            Invoice.status == InvoiceStatus.PAID,
+            Invoice.period_start == period_start,
+        )
+    )
 
 
 def _write_invoice(subscription: Subscription, plan: Plan, now: datetime) -> str:
     start, end = subscription.current_period_start, subscription.current_period_end
-    amounts = invoice_amounts(plan, live_pushes_used(subscription.tenant_id, start))
     period = f"{start.astimezone(UTC):%Y-%m-%d} to {end.astimezone(UTC):%Y-%m-%d}"
+    prepaid_by = _prepaying_invoice(subscription.tenant_id, start)
+    if prepaid_by:
+        base_fee, description = 0, f"{plan.name} plan, {period}: paid in advance ({prepaid_by})"
+    else:
+        base_fee, description = period_base_fee(plan, start, end), f"{plan.name} plan, {period}"
+    amounts = invoice_amounts(plan, live_pushes_used(subscription.tenant_id, start), base_fee)
     lines = [
         {
             "type": "base_fee",
-            "description": f"{plan.name} plan, {period}",
+            "description": description,
             "quantity": 1,
-            "unit_amount": plan.monthly_price,
-            "amount": plan.monthly_price,
+            "unit_amount": base_fee,
+            "amount": base_fee,
         }
     ]
     if amounts["overage_pushes"]:
@@ -155,6 +229,7 @@ def _write_invoice(subscription: Subscription, plan: Plan, now: datetime) -> str
         .values(
             id=new_id("inv"),
             tenant_id=subscription.tenant_id,
+            kind=InvoiceKind.PERIOD,
             plan_code=plan.code,
             period_start=start,
             period_end=end,
@@ -165,13 +240,18 @@ def _write_invoice(subscription: Subscription, plan: Plan, now: datetime) -> str
             paid_at=now if settled else None,
             created_at=now,
         )
-        .on_conflict_do_nothing(constraint="uq_invoices_tenant_id")
+        .on_conflict_do_nothing(
+            index_elements=[Invoice.tenant_id, Invoice.period_start],
+            index_where=Invoice.kind == InvoiceKind.PERIOD,
+        )
         .returning(Invoice.id)
     )
     if invoice_id is None:  # written before (e.g. by hand): keep it, still advance
         invoice_id = db.session.scalar(
             select(Invoice.id).where(
-                Invoice.tenant_id == subscription.tenant_id, Invoice.period_start == start
+                Invoice.tenant_id == subscription.tenant_id,
+                Invoice.kind == InvoiceKind.PERIOD,
+                Invoice.period_start == start,
             )
         )
     return invoice_id

@@ -58,6 +58,21 @@ class SubscriptionSchema(Schema):
         allow_none=True,
         metadata={"description": "The plan a downgrade switches to at period end"},
     )
+    awaiting_payment_plan = fields.String(
+        attribute="awaiting_plan_code",
+        allow_none=True,
+        metadata={
+            "description": "The dearer plan chosen without Stripe billing: it starts when its "
+            "upgrade invoice (`awaiting_payment_invoice`) is paid (POST "
+            "/v1/invoices/{id}/pay); until then the current plan applies",
+            "example": "growth",
+        },
+    )
+    awaiting_payment_invoice = fields.String(
+        attribute="awaiting_invoice_id",
+        allow_none=True,
+        metadata={"description": "The open upgrade invoice of `awaiting_payment_plan`"},
+    )
     overage_spending_cap = fields.Integer(
         allow_none=True,
         metadata={"description": "Most overage may cost per period (KES); null: no cap"},
@@ -68,8 +83,9 @@ class SubscriptionUpdateSchema(Schema):
     plan = fields.String(
         validate=validate.Length(min=1, max=40),
         metadata={
-            "description": "A dearer plan applies at once; any other at period end; the "
-            "current plan cancels a pending change",
+            "description": "A dearer plan applies once paid (at once when Stripe charges a "
+            "card; else when its upgrade invoice is paid by M-Pesa); any other at period end; "
+            "the current plan cancels a pending or awaited change",
             "example": "growth",
         },
     )
@@ -137,13 +153,28 @@ class InvoiceLineSchema(Schema):
 class InvoiceSchema(Schema):
     object = fields.Constant("invoice")
     id = fields.String(metadata={"example": "inv_01jd…"})
+    kind = fields.Function(
+        lambda invoice: invoice.kind.value,
+        metadata={
+            "enum": ["period", "upgrade"],
+            "description": "`period`: what a closed billing period cost. `upgrade`: a dearer "
+            "plan's first month, paid up front; paying it starts that plan and its period "
+            "(whose own `period` invoice then bills only overage). Voided when another plan "
+            "is chosen first.",
+        },
+    )
     status = fields.Function(
         lambda invoice: invoice.status.value, metadata={"enum": ["open", "paid", "void"]}
     )
     period_start = UtcDateTime()
     period_end = UtcDateTime()
     plan = fields.String(attribute="plan_code", metadata={"example": "growth"})
-    base_fee = fields.Integer(metadata={"description": "The plan's monthly price, KES"})
+    base_fee = fields.Integer(
+        metadata={
+            "description": "The plan's fee for the period, KES: its monthly price; pro rata "
+            "for a period cut short by a paid upgrade; 0 when an upgrade invoice paid it"
+        }
+    )
     included_pushes = fields.Integer()
     used_pushes = fields.Integer(metadata={"description": "Live pushes counted in the period"})
     overage_pushes = fields.Integer()

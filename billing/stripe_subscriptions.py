@@ -25,6 +25,11 @@ from tenants.models import Member, MemberRole, Tenant
 _CHARGING = {SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE}
 
 
+def billed_by_stripe() -> bool:
+    """Stripe charges paid plans here (else Lango invoices them up front, for M-Pesa)."""
+    return stripe_gateway.configured()
+
+
 def open_in_stripe(subscription: Subscription, plan: Plan, payment_method: str | None) -> None:
     """Sign-up: a new subscription on a paid plan gets its Stripe customer and, given a
     payment method, a Stripe subscription charging the first month now."""

@@ -1,10 +1,18 @@
 """Subscriptions: which plan a tenant is on, its current billing period, and changing plan.
 
 Plan changes take the subscription row's lock (SELECT … FOR UPDATE), so two changes for one
-tenant apply one after the other, each seeing the other's result. An upgrade applies at once
-within the current period (its counters keep counting; the new allowance applies to them);
-a downgrade waits for the period to end (`apply_pending_plan_change`). Whenever the plan
-changes, the denormalised `tenants.plan` changes in the same transaction.
+tenant apply one after the other, each seeing the other's result. A downgrade waits for the
+period to end (`apply_pending_plan_change`). An upgrade is paid before it applies:
+- with Stripe billing on, Stripe charges the card (billing.stripe_subscriptions) and the new
+  plan applies at once within the current period (its counters keep counting; the new
+  allowance applies to them); a subscription whose payment has not succeeded is `incomplete`
+  and live mode stays off;
+- without Stripe, Lango issues an `upgrade` invoice for the new plan's first month, due now,
+  and the tenant stays on its current plan (quota, rate limit, live mode) until that invoice
+  is paid by M-Pesa (billing.periods.start_paid_upgrade). The open upgrade invoice is the
+  only record of the plan awaited: a tenant awaits at most one, and any later choice of plan
+  voids it. Sign-up on a paid plan without Stripe starts on the free plan, awaiting it.
+Whenever the plan changes, the denormalised `tenants.plan` changes in the same transaction.
 """
 
 from __future__ import annotations
@@ -21,9 +29,16 @@ from limits import parse_many
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from billing.models import Plan, Subscription, SubscriptionStatus
-from billing.stripe_subscriptions import open_in_stripe, use_payment_method
-from core.errors import ValidationFailed
+from billing.models import (
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    Plan,
+    Subscription,
+    SubscriptionStatus,
+)
+from billing.stripe_subscriptions import billed_by_stripe, open_in_stripe, use_payment_method
+from core.errors import Conflict, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
 from tenants.models import Tenant
@@ -43,6 +58,14 @@ _RATE_LIMIT_CACHE_MAX = 50_000
 _rate_limits: dict[str, tuple[float, str | None]] = {}
 
 
+class UpgradePaymentInProgress(Conflict):
+    code = "upgrade_payment_in_progress"
+    message = (
+        "An M-Pesa payment for the plan you are waiting for is in progress; wait for it to "
+        "finish before choosing another plan."
+    )
+
+
 class _Unset(enum.Enum):
     UNSET = "unset"
 
@@ -52,10 +75,20 @@ UNSET = _Unset.UNSET
 
 @dataclass(frozen=True)
 class PlanSubscription:
-    """A subscription with its plan: serialises like the subscription, plus `plan`."""
+    """A subscription with its plan: serialises like the subscription, plus `plan` and the
+    plan awaiting its upgrade invoice's payment (`awaiting_invoice`, None when none)."""
 
     subscription: Subscription
     plan: Plan
+    awaiting_invoice: Invoice | None = None
+
+    @property
+    def awaiting_plan_code(self) -> str | None:
+        return self.awaiting_invoice.plan_code if self.awaiting_invoice else None
+
+    @property
+    def awaiting_invoice_id(self) -> str | None:
+        return self.awaiting_invoice.id if self.awaiting_invoice else None
 
     def __getattr__(self, name: str):
         return getattr(self.subscription, name)
@@ -86,9 +119,13 @@ def start_subscription(
     tenant_id: str, plan_code: str | None, payment_method: str | None = None
 ) -> Subscription:
     """Subscribe a new tenant (in the caller's transaction); the period starts now. With
-    Stripe configured, a paid plan is opened in Stripe too (billing.stripe_subscriptions).
+    Stripe configured, a paid plan is opened in Stripe too (billing.stripe_subscriptions);
+    without, a paid plan waits for its upgrade invoice on the free plan.
     Raises ValidationFailed for an unknown or retired plan, and Stripe's errors."""
     plan = get_plan(plan_code or DEFAULT_PLAN)
+    awaited = None
+    if plan.monthly_price > 0 and not billed_by_stripe():
+        awaited, plan = plan, get_plan(DEFAULT_PLAN, active_only=False)
     now = datetime.now(UTC)
     subscription = Subscription(
         id=new_id("sub"),
@@ -103,12 +140,15 @@ def start_subscription(
     )
     db.session.add(subscription)
     open_in_stripe(subscription, plan, payment_method)
+    if awaited is not None:
+        _issue_upgrade_invoice(subscription, awaited, actor_key_id=None)
     return subscription
 
 
 def subscribe_new_tenant(tenant, *, payment_method: str | None = None, **_signal_data) -> None:
-    """Receiver of tenants' `tenant_created` signal (connected in create_app)."""
-    start_subscription(tenant.id, tenant.plan, payment_method)
+    """Receiver of tenants' `tenant_created` signal (connected in create_app). The tenant's
+    plan is the one it starts on, which is not the chosen one while that awaits payment."""
+    tenant.plan = start_subscription(tenant.id, tenant.plan, payment_method).plan_code
 
 
 def current_subscription(tenant_id: str, *, share_lock: bool = False) -> tuple[Subscription, Plan]:
@@ -130,7 +170,19 @@ def current_subscription(tenant_id: str, *, share_lock: bool = False) -> tuple[S
 
 def get_subscription(tenant_id: str) -> PlanSubscription:
     subscription, plan = current_subscription(tenant_id)
-    return PlanSubscription(subscription, plan)
+    return PlanSubscription(subscription, plan, awaited_upgrade(tenant_id))
+
+
+def awaited_upgrade(tenant_id: str, *, lock: bool = False) -> Invoice | None:
+    """The tenant's open upgrade invoice (the plan waiting for its payment), if any."""
+    statement = select(Invoice).where(
+        Invoice.tenant_id == tenant_id,
+        Invoice.kind == InvoiceKind.UPGRADE,
+        Invoice.status == InvoiceStatus.OPEN,
+    )
+    if lock:
+        statement = statement.with_for_update().execution_options(populate_existing=True)
+    return db.session.scalars(statement).one_or_none()
 
 
 def update_subscription(
@@ -143,11 +195,15 @@ def update_subscription(
     payment_method: str | None = None,
 ) -> PlanSubscription:
     """Change plan and/or settings, committed as one transaction under the subscription's row
-    lock. `plan`: a dearer plan applies at once; any other becomes the pending change for
-    period end; the current plan cancels a pending change. `overage_spending_cap` None removes
-    the cap (leave it UNSET to keep it). `payment_method` (Stripe) is attached first, so a
-    paid plan chosen in the same call is charged with it. Raises ValidationFailed (param
-    `plan`) for an unknown or retired plan, changing nothing, and Stripe's errors."""
+    lock. `plan`: a dearer plan applies at once with Stripe, or awaits its upgrade invoice
+    without; any other becomes the pending change for period end; the current plan cancels a
+    pending or awaited change. `overage_spending_cap` None removes the cap (leave it UNSET to
+    keep it). `payment_method` (Stripe) is attached first, so a paid plan chosen in the same
+    call is charged with it. Raises ValidationFailed (param `plan`) for an unknown or retired
+    plan, changing nothing; UpgradePaymentInProgress (409) when a plan change would void an
+    upgrade invoice whose M-Pesa payment is pending; and Stripe's errors."""
+    if plan is not None:
+        _refuse_while_upgrade_payment_pending(tenant_id)
     subscription = db.session.scalars(
         select(Subscription).where(Subscription.tenant_id == tenant_id).with_for_update()
     ).one()
@@ -163,26 +219,50 @@ def update_subscription(
     subscription.updated_at = datetime.now(UTC)
     db.session.commit()
     forget_rate_limit(tenant_id)
+    result = get_subscription(tenant_id)
     logger.info(
         "billing.subscription_updated",
         extra={
             "tenant_id": tenant_id,
             "plan": subscription.plan_code,
             "pending_plan": subscription.pending_plan_code,
+            "awaiting_plan": result.awaiting_plan_code,
             "cancel_at_period_end": subscription.cancel_at_period_end,
             "overage_spending_cap": subscription.overage_spending_cap,
             "actor_key_id": actor_key_id,
         },
     )
-    return get_subscription(tenant_id)
+    return result
+
+
+def _refuse_while_upgrade_payment_pending(tenant_id: str) -> None:
+    """Voiding an upgrade invoice while its M-Pesa prompt waits for the PIN would leave a
+    payment that pays nothing. Read before the row lock is taken: the push lives in the
+    billing tenant's schema, and reading it ends the transaction."""
+    # Imported here: billing.invoices imports payments, which imports this module.
+    from billing.invoices import mpesa_payment_status
+
+    awaiting = awaited_upgrade(tenant_id)
+    if awaiting is None or awaiting.mpesa_stk_push_id is None:
+        return
+    invoice_id, push_id = awaiting.id, awaiting.mpesa_stk_push_id
+    if mpesa_payment_status(invoice_id, push_id) == "pending":
+        raise UpgradePaymentInProgress(stk_push_id=push_id)
 
 
 def change_plan(subscription: Subscription, plan_code: str, *, actor_key_id: str | None) -> None:
     """Apply a tenant's choice of plan to its subscription, in the caller's transaction, which
-    must hold the subscription's row lock. Raises ValidationFailed for an unknown or retired
-    plan."""
+    must hold the subscription's row lock. The latest choice wins: it cancels a pending
+    downgrade and voids an awaited upgrade's invoice, unless it chooses that same plan again.
+    Raises ValidationFailed for an unknown or retired plan."""
     chosen = get_plan(plan_code)
     current = get_plan(subscription.plan_code, active_only=False)
+    awaiting = awaited_upgrade(subscription.tenant_id, lock=True)
+    if awaiting is not None and awaiting.plan_code == chosen.code:
+        subscription.pending_plan_code = None
+        return  # already waiting for this plan's payment
+    if awaiting is not None:
+        _void_upgrade_invoice(awaiting, actor_key_id=actor_key_id)
     if chosen.code == current.code:
         if subscription.pending_plan_code is not None:
             logger.info(
@@ -195,8 +275,11 @@ def change_plan(subscription: Subscription, plan_code: str, *, actor_key_id: str
                 },
             )
         subscription.pending_plan_code = None
-    elif chosen.monthly_price > current.monthly_price:
+    elif chosen.monthly_price > current.monthly_price and billed_by_stripe():
         _switch_plan(subscription, current, chosen, actor_key_id=actor_key_id)
+    elif chosen.monthly_price > current.monthly_price:
+        subscription.pending_plan_code = None
+        _issue_upgrade_invoice(subscription, chosen, actor_key_id=actor_key_id)
     else:
         # Not dearer: the tenant keeps what this period's fee paid for until it ends.
         subscription.pending_plan_code = chosen.code
@@ -210,6 +293,76 @@ def change_plan(subscription: Subscription, plan_code: str, *, actor_key_id: str
                 "actor_key_id": actor_key_id,
             },
         )
+
+
+def _issue_upgrade_invoice(
+    subscription: Subscription, plan: Plan, *, actor_key_id: str | None
+) -> Invoice:
+    """The invoice for `plan`'s first month, due now; its period is the month it would buy
+    if paid now (payment sets the real one)."""
+    now = datetime.now(UTC)
+    invoice = Invoice(
+        id=new_id("inv"),
+        tenant_id=subscription.tenant_id,
+        kind=InvoiceKind.UPGRADE,
+        plan_code=plan.code,
+        period_start=now,
+        period_end=add_months(now, 1),
+        base_fee=plan.monthly_price,
+        included_pushes=plan.included_pushes,
+        used_pushes=0,
+        overage_pushes=0,
+        overage_amount=0,
+        total=plan.monthly_price,
+        status=InvoiceStatus.OPEN,
+        lines=[
+            {
+                "type": "base_fee",
+                "description": f"{plan.name} plan, the first month from payment",
+                "quantity": 1,
+                "unit_amount": plan.monthly_price,
+                "amount": plan.monthly_price,
+            }
+        ],
+        due_at=now,
+        created_at=now,
+    )
+    db.session.add(invoice)
+    db.session.flush()
+    logger.info(
+        "billing.plan_change_awaiting_payment",
+        extra={
+            "tenant_id": subscription.tenant_id,
+            "from_plan": subscription.plan_code,
+            "to_plan": plan.code,
+            "invoice_id": invoice.id,
+            "actor_key_id": actor_key_id,
+        },
+    )
+    return invoice
+
+
+def _void_upgrade_invoice(invoice: Invoice, *, actor_key_id: str | None) -> None:
+    invoice.status = InvoiceStatus.VOID
+    db.session.flush()
+    logger.info(
+        "billing.plan_change_cancelled",
+        extra={
+            "tenant_id": invoice.tenant_id,
+            "cancelled_plan": invoice.plan_code,
+            "invoice_id": invoice.id,
+            "actor_key_id": actor_key_id,
+        },
+    )
+
+
+def switch_to_paid_plan(subscription: Subscription, plan: Plan) -> None:
+    """Switch to the plan an upgrade invoice paid for (billing.periods.start_paid_upgrade),
+    in the caller's transaction, which holds the row lock."""
+    current = get_plan(subscription.plan_code, active_only=False)
+    _switch_plan(subscription, current, plan, actor_key_id=None)
+    subscription.status = SubscriptionStatus.ACTIVE
+    forget_rate_limit(subscription.tenant_id)
 
 
 def apply_pending_plan_change(subscription: Subscription) -> Plan | None:

@@ -27,6 +27,7 @@ NO_CALLBACK = "254700000099"
 INVOICE_FIELDS = {
     "object",
     "id",
+    "kind",
     "status",
     "period_start",
     "period_end",
@@ -123,6 +124,7 @@ def test_invoice_object_has_the_documented_shape(app, api, tenant):
     assert invoice == {
         "object": "invoice",
         "id": invoice_id,
+        "kind": "period",
         "status": "open",
         "period_start": "2026-01-31T09:30:00Z",
         "period_end": "2026-02-28T09:30:00Z",

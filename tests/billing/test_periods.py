@@ -384,3 +384,110 @@ def test_the_scheduler_registers_period_close_and_dunning(app, monkeypatch):
     assert result.exit_code == 0, result.output
     assert ("close_billing_periods", "billing") in registered
     assert ("suspend_overdue_tenants", "billing") in registered
+
+
+# --- upgrades paid up front ------------------------------------------------------------
+
+
+def _await_upgrade(app, tenant_id, plan_code) -> str:
+    from billing.subscriptions import awaited_upgrade, update_subscription
+
+    with app.app_context():
+        update_subscription(tenant_id, actor_key_id=None, plan=plan_code)
+        invoice_id = awaited_upgrade(tenant_id).id
+        db.session.rollback()
+    return invoice_id
+
+
+def _pay(app, invoice_id, amount, now) -> None:
+    from billing.invoices import mark_invoice_paid
+
+    with app.app_context():
+        assert mark_invoice_paid(invoice_id, amount=amount, livemode=False, now=now)
+        db.session.commit()
+
+
+def _count_live(app, tenant_id, period_start, used) -> None:
+    with app.app_context():
+        db.session.execute(
+            text("INSERT INTO public.usage_counters VALUES (:t, true, :start, :used)"),
+            {"t": tenant_id, "start": period_start, "used": used},
+        )
+        db.session.commit()
+
+
+def test_a_paid_upgrade_bills_the_cut_period_pro_rata_and_its_fee_only_once(app, tenant):
+    bill_on(app, tenant.id, "starter", used=1_200)
+    upgrade_id = _await_upgrade(app, tenant.id, "growth")
+    halfway = PERIOD_START + (PERIOD_END - PERIOD_START) / 2
+
+    _pay(app, upgrade_id, 10_000, halfway)
+
+    subscription = subscription_of(app, tenant.id)
+    growth_end = add_months(halfway, 1)
+    assert subscription.plan_code == "growth"
+    assert (subscription.current_period_start, subscription.current_period_end) == (
+        halfway,
+        growth_end,
+    )
+    cut, upgrade = invoices_of(app, tenant.id)
+    # The starter period ends when the upgrade was paid: half its fee, and its overage.
+    assert (cut.kind.value, cut.plan_code, cut.period_start, cut.period_end) == (
+        "period",
+        "starter",
+        PERIOD_START,
+        halfway,
+    )
+    assert (cut.base_fee, cut.overage_amount, cut.total, cut.status.value) == (
+        1_250,
+        600,
+        1_850,
+        "open",
+    )
+    assert (upgrade.kind.value, upgrade.status.value, upgrade.total) == ("upgrade", "paid", 10_000)
+    assert (upgrade.period_start, upgrade.period_end) == (halfway, growth_end)
+
+    # The growth month closes: its fee was the upgrade invoice; only overage is billed.
+    _count_live(app, tenant.id, halfway, 10_500)
+    prepaid_close = close(app, tenant.id, now=growth_end + timedelta(minutes=5))
+    closed = next(i for i in invoices_of(app, tenant.id) if i.id == prepaid_close)
+    assert (closed.base_fee, closed.overage_amount, closed.total) == (0, 1_000, 1_000)
+    assert upgrade_id in closed.lines[0]["description"]
+    growth_fees = [i.base_fee for i in invoices_of(app, tenant.id) if i.plan_code == "growth"]
+    assert sum(growth_fees) == 10_000
+
+    # The month after is billed in arrears as usual.
+    next_close = close(app, tenant.id, now=add_months(halfway, 2) + timedelta(minutes=5))
+    following = next(i for i in invoices_of(app, tenant.id) if i.id == next_close)
+    assert (following.base_fee, following.total) == (10_000, 10_000)
+
+
+def test_an_upgrade_paid_after_the_period_ended_closes_that_period_in_full_first(app, tenant):
+    bill_on(app, tenant.id, "starter")
+    upgrade_id = _await_upgrade(app, tenant.id, "scale")
+    paid_at = PERIOD_END + timedelta(days=3)
+
+    _pay(app, upgrade_id, 40_000, paid_at)
+
+    period_invoices = [i for i in invoices_of(app, tenant.id) if i.kind.value == "period"]
+    assert [(i.period_start, i.period_end, i.base_fee) for i in period_invoices] == [
+        (PERIOD_START, PERIOD_END, 2_500),  # the whole starter period
+        (PERIOD_END, paid_at, 2_500 * 3 // 28),  # 3 days of the next one, Feb 28 to Mar 28
+    ]
+    subscription = subscription_of(app, tenant.id)
+    assert (subscription.plan_code, subscription.current_period_start) == ("scale", paid_at)
+
+
+def test_an_unpaid_upgrade_invoice_never_suspends(app, tenant):
+    from billing import dunning
+
+    upgrade_id = _await_upgrade(app, tenant.id, "growth")
+
+    with app.app_context():
+        suspended = dunning.suspend_overdue_tenants(now=datetime.now(UTC) + timedelta(days=90))
+        db.session.commit()
+
+    assert tenant.id not in suspended
+    with app.app_context():
+        assert db.session.get(Invoice, upgrade_id).status.value == "open"
+        db.session.rollback()
