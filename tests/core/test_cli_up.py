@@ -1,6 +1,9 @@
 """`lango up` (what `./dev.sh up` runs) on a machine with nothing but Python: it must start
-the embedded servers, migrate, print a demo key, serve, and stop everything on Ctrl-C."""
+the embedded servers, migrate, print a demo key, say it is up only once everything answers,
+keep the demo sign-ins across restarts, refuse to start twice, log each request once, and
+stop everything on Ctrl-C."""
 
+import json
 import os
 import re
 import signal
@@ -17,9 +20,12 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
+from redis import Redis
+from rq import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGO = Path(sys.executable).parent / "lango"
+UP = "Lango is up: "
 
 
 def _free_port() -> int:
@@ -28,19 +34,61 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 90) -> requests.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"lango up exited early with {process.returncode}")
+class Up:
+    """One `lango up` run on embedded servers, its output in a file."""
+
+    def __init__(self, tmp_path: Path, data_dir: Path, port: int, sandbox_port: int, name: str):
+        env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+        env.pop("SECRET_KEY", None)
+        env.pop("LANGO_ENV", None)
+        self.log_path = tmp_path / f"{name}.log"
+        self.base = f"http://127.0.0.1:{port}"
+        self.data_dir = data_dir
+        command = [str(LANGO), "up", "--port", str(port), "--sandbox-port", str(sandbox_port)]
+        command += ["--data-dir", str(data_dir), "--web-workers", "1"]
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for(self, text: str, timeout: float = 180) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if self.process.poll() is not None:
+                pytest.fail(f"lango up exited with {self.process.returncode}:\n{self.output}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{text!r} never printed:\n{self.output}")
+            time.sleep(0.2)
+        return self.output
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
         try:
-            response = requests.get(url, timeout=2)
-            if response.status_code == 200:
-                return response
-        except requests.RequestException:  # not listening yet, or still booting workers
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} never answered 200")
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise
+        return self.process.returncode
+
+
+def _sign_ins(printed: str) -> dict:
+    return {
+        "key": re.search(r"test key: (sk_test_\w+)", printed).group(1),
+        "owner": re.search(r"dashboard sign-in: (\S+) / (\S+)", printed).groups(),
+        "staff": re.search(
+            r"staff sign-in \(admin \+ compliance\): (\S+) / (\S+)", printed
+        ).groups(),
+    }
 
 
 @contextmanager
@@ -65,50 +113,34 @@ def _loopback_receiver() -> Iterator[tuple[str, threading.Event]]:
 
 @pytest.mark.slow
 def test_up_runs_the_platform_on_embedded_servers_and_stops_cleanly(tmp_path):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.pop("SECRET_KEY", None)
-    log = (tmp_path / "up.log").open("w+")
+    port, sandbox_port = _free_port(), _free_port()
     data_dir = tmp_path / "data"
-    process = subprocess.Popen(
-        [
-            str(LANGO),
-            "up",
-            "--port",
-            str(port),
-            "--sandbox-port",
-            str(_free_port()),
-            "--data-dir",
-            str(data_dir),
-            "--web-workers",
-            "1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    up = Up(tmp_path, data_dir, port, sandbox_port, "first")
     try:
-        base = f"http://127.0.0.1:{port}"
-        ready = _wait_ready(f"{base}/readyz", process)
+        printed = up.wait_for(UP)
+        # Said once everything answers: no retry needed, whatever the machine's speed.
+        ready = requests.get(f"{up.base}/readyz", timeout=10)
+        assert ready.status_code == 200
         assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok", "migrations": "ok"}
+        assert requests.get(f"http://127.0.0.1:{sandbox_port}/", timeout=10).status_code
+        env_file = (data_dir / "lango.env").read_text()
+        redis_url = re.search(r"REDIS_URL=(.+)", env_file).group(1)
+        assert len(Worker.all(connection=Redis.from_url(redis_url))) >= 4
 
-        log.seek(0)
-        printed = log.read()
-        demo_key = re.search(r"test key: (sk_test_\w+)", printed).group(1)
+        demo_key = _sign_ins(printed)["key"]
         me = requests.get(
-            f"{base}/v1/tenant", headers={"Authorization": f"Bearer {demo_key}"}, timeout=10
+            f"{up.base}/v1/tenant", headers={"Authorization": f"Bearer {demo_key}"}, timeout=10
         )
         assert me.status_code == 200 and me.json()["tenant"]["business_name"] == "Demo Shop"
+        # No Retry-After on a success (Flask-Limiter used to add `Retry-After: 1`).
+        assert "Retry-After" not in me.headers
 
         signup = requests.post(
-            f"{base}/v1/signup",
+            f"{up.base}/v1/signup",
             json={"business_name": "Fresh Co", "email": "a@fresh.co.ke", "password": "s3cure-Pass"},
             timeout=10,
         )
         assert signup.status_code == 201
-        env_file = (data_dir / "lango.env").read_text()
         database_url = re.search(r"DATABASE_URL=(.+)", env_file).group(1)
         schema = "t_" + signup.json()["tenant"]["id"].split("_", 1)[1]
         with psycopg.connect(database_url) as connection:
@@ -121,39 +153,74 @@ def test_up_runs_the_platform_on_embedded_servers_and_stops_cleanly(tmp_path):
         assert "WEBHOOK_ALLOW_PRIVATE_TARGETS=true" in env_file
         with _loopback_receiver() as (receiver_url, received):
             endpoint = requests.post(
-                f"{base}/v1/webhook-endpoints",
+                f"{up.base}/v1/webhook-endpoints",
                 json={"url": receiver_url},
                 headers={"Authorization": f"Bearer {demo_key}"},
                 timeout=10,
             )
             assert endpoint.status_code == 201, endpoint.text
             requests.post(
-                f"{base}/v1/webhook-endpoints/{endpoint.json()['id']}/test",
+                f"{up.base}/v1/webhook-endpoints/{endpoint.json()['id']}/test",
                 headers={"Authorization": f"Bearer {demo_key}"},
                 timeout=10,
             ).raise_for_status()
             assert received.wait(60), "the worker never delivered to the loopback receiver"
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
-    log.seek(0)
-    assert "Embedded servers stopped." in log.read()
-    assert process.returncode == 0
+        returncode = up.stop()
+    printed = up.output
+    assert "Embedded servers stopped." in printed
+    assert returncode == 0
+    # One short line per request (development), not a second one from gunicorn's access log.
+    assert len([line for line in printed.splitlines() if "POST /v1/signup 201" in line]) == 1
+    assert not [line for line in printed.splitlines() if line.startswith("{")]
+    assert "XDG_RUNTIME_DIR" not in printed
     # Nothing left running: no process of the group, no server data folder in use.
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
-            os.killpg(process.pid, 0)
+            os.killpg(up.process.pid, 0)
         except ProcessLookupError:
             break
         time.sleep(0.2)
     else:
         pytest.fail("processes started by lango up outlived it")
     with pytest.raises(requests.ConnectionError):
-        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        requests.get(f"{up.base}/healthz", timeout=2)
+
+
+@pytest.mark.slow
+def test_up_keeps_the_demo_sign_ins_and_refuses_to_start_twice(tmp_path):
+    port, sandbox_port = _free_port(), _free_port()
+    data_dir = tmp_path / "data"
+    first = Up(tmp_path, data_dir, port, sandbox_port, "first")
+    try:
+        before = _sign_ins(first.wait_for(UP))
+        # A second `lango up` on the same data folder stops before starting anything.
+        second = Up(tmp_path, data_dir, _free_port(), _free_port(), "second")
+        assert second.process.wait(60) != 0
+        assert "already running" in second.output and str(data_dir) in second.output
+        assert UP not in second.output and "test key" not in second.output
+        # Another data folder, but the port is taken: said, before anything starts.
+        third = Up(tmp_path, tmp_path / "other", port, _free_port(), "third")
+        assert third.process.wait(60) != 0
+        assert f"127.0.0.1:{port} is already in use" in third.output
+        assert not (tmp_path / "other" / "postgres").exists()
+    finally:
+        assert first.stop() == 0
+    kept = data_dir / "demo-sign-ins.json"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert json.loads(kept.read_text())["test_key"] == before["key"]
+
+    again = Up(tmp_path, data_dir, port, sandbox_port, "again")
+    try:
+        after = _sign_ins(again.wait_for(UP))
+        assert after == before  # the same key and passwords as the first time
+        me = requests.get(
+            f"{again.base}/v1/tenant",
+            headers={"Authorization": f"Bearer {before['key']}"},
+            timeout=10,
+        )
+        assert me.status_code == 200
+    finally:
+        assert again.stop() == 0
