@@ -6,6 +6,7 @@ from sqlalchemy import text
 from billing.subscriptions import forget_rate_limit
 from core.extensions import db
 from tests.billing.test_plans import added_plans
+from tests.billing.test_subscription import upgrade
 from tests.conftest import ApiClient
 
 
@@ -15,10 +16,10 @@ def extra_plans(app):
         yield add
 
 
-def test_a_plan_with_a_low_limit_gets_429_with_its_limit_in_the_headers(api, extra_plans):
+def test_a_plan_with_a_low_limit_gets_429_with_its_limit_in_the_headers(app, api, extra_plans):
     extra_plans("throttled", monthly_price=1, rate_limit="3 per minute")
     # An upgrade: its limit applies from the next request on.
-    assert api.post("/v1/subscription", json={"plan": "throttled"}).status_code == 200
+    upgrade(app, api, "throttled")
 
     allowed = [api.get("/v1/tenant") for _ in range(3)]
     limited = api.get("/v1/tenant")
@@ -39,7 +40,7 @@ def test_a_tenant_cannot_multiply_its_limit_by_minting_keys(app, client, api, te
     from tenants.service import create_api_key
 
     extra_plans("throttled", monthly_price=1, rate_limit="4 per minute")
-    api.post("/v1/subscription", json={"plan": "throttled"})
+    upgrade(app, api, "throttled")
     with app.app_context():
         others = [
             ApiClient(client, create_api_key(tenant.id, livemode=False, name=f"k{n}").secret)
@@ -53,9 +54,11 @@ def test_a_tenant_cannot_multiply_its_limit_by_minting_keys(app, client, api, te
     assert statuses == [200, 200, 200, 200, 429]
 
 
-def test_one_tenants_traffic_leaves_anothers_limit_alone(client, api, tenant_factory, extra_plans):
+def test_one_tenants_traffic_leaves_anothers_limit_alone(
+    app, client, api, tenant_factory, extra_plans
+):
     extra_plans("throttled", monthly_price=1, rate_limit="2 per minute")
-    api.post("/v1/subscription", json={"plan": "throttled"})
+    upgrade(app, api, "throttled")
     neighbour = ApiClient(client, tenant_factory().secret)
 
     ours = [api.get("/v1/tenant").status_code for _ in range(3)]
@@ -65,10 +68,10 @@ def test_one_tenants_traffic_leaves_anothers_limit_alone(client, api, tenant_fac
     assert theirs == [200, 200]
 
 
-def test_each_plan_in_the_catalog_sets_its_own_limit(api):
+def test_each_plan_in_the_catalog_sets_its_own_limit(app, api):
     assert api.get("/v1/tenant").headers["X-RateLimit-Limit"] == "25"  # sandbox
 
-    api.post("/v1/subscription", json={"plan": "growth"})
+    upgrade(app, api, "growth")
 
     assert api.get("/v1/tenant").headers["X-RateLimit-Limit"] == "100"
 
@@ -96,7 +99,7 @@ def test_an_unreadable_plan_limit_falls_back_to_the_default(app, api, tenant, ex
 
 def test_plan_limits_are_cached_briefly_in_process(app, api, tenant, extra_plans):
     extra_plans("cached", monthly_price=1, rate_limit="40 per second")
-    api.post("/v1/subscription", json={"plan": "cached"})
+    upgrade(app, api, "cached")
     assert api.get("/v1/tenant").headers["X-RateLimit-Limit"] == "40"
     with app.app_context():  # an operator edits the plan behind the app's back
         db.session.execute(

@@ -14,6 +14,7 @@ from core.extensions import db
 from core.ids import new_id
 from core.tenancy import tenant_scope
 from tests.billing.test_plans import added_plans
+from tests.billing.test_subscription import upgrade
 from tests.payments.test_stk_push import STKPUSHES, push_body
 
 USAGE = "/v1/usage"
@@ -41,7 +42,7 @@ def test_usage_counts_real_test_pushes_and_live_pushes_with_overage(
     platform, app, api, tenant, extra_plans
 ):
     extra_plans("metered", monthly_price=100, included_pushes=2, overage_price=7)
-    assert api.post("/v1/subscription", json={"plan": "metered"}).status_code == 200
+    upgrade(app, api, "metered")
     for _ in range(3):
         assert api.post(STKPUSHES, json=push_body()).status_code == 202
     _reserve(app, tenant.id, live=True, count=5)
@@ -62,7 +63,7 @@ def test_usage_counts_real_test_pushes_and_live_pushes_with_overage(
 
 def test_a_hard_cap_plan_never_projects_overage(app, api, tenant, extra_plans):
     extra_plans("capped", monthly_price=500, included_pushes=2, overage_price=None)
-    api.post("/v1/subscription", json={"plan": "capped"})
+    upgrade(app, api, "capped")
     _reserve(app, tenant.id, live=True, count=2)
     with app.app_context():  # e.g. left over from a dearer plan earlier in the period
         db.session.execute(
