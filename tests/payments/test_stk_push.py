@@ -655,6 +655,21 @@ def test_a_push_daraja_never_acknowledged_is_released_once_when_it_expires(
     assert payment_events(app, tenant.id, push_id) == ["payment.expired"]
 
 
+def test_a_late_failure_for_a_released_push_bills_it_but_leaves_it_expired(
+    platform, app, client, api, tenant, callback_token
+):
+    from tests.served import quota_counted
+
+    push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
+    expire_unacknowledged(app, tenant.id, push["id"])
+    assert quota_counted(app, tenant.id) == (0, 0, 1)
+
+    post_callback(client, callback_token["value"], daraja_callback(push, 1032))
+
+    assert api.get(f"{STKPUSHES}/{push['id']}").get_json()["status"] == "expired"
+    assert quota_counted(app, tenant.id) == (1, 1, 1)  # it reached Daraja after all
+
+
 def test_a_push_daraja_acknowledged_stays_billed_when_it_expires(platform, app, api, tenant):
     from tests.served import quota_counted
 
