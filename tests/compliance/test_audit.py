@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
+from billing.models import Subscription
+from billing.subscriptions import apply_pending_plan_change
 from compliance.audit import GENESIS_HASH, AuditAction, AuditEntry, entry_hash, record
 from compliance.audit_chain import CHECKPOINT_FILE
 from compliance.audit_keys import key_ring
@@ -22,6 +24,7 @@ from compliance.cli import audit as audit_command
 from compliance.jobs import checkpoint_audit_chain
 from core.cli import scheduler as scheduler_command
 from core.extensions import db
+from tests.billing.test_subscription import upgrade
 from tests.conftest import TEST_SECRET_KEY, ApiClient
 
 AUDIT_LOG = "/v1/audit-log"
@@ -121,11 +124,22 @@ def test_credentials_change_is_recorded_without_secrets(app, api, tenant):
 
 
 def test_plan_change_is_recorded(app, api, tenant):
+    # Both switches happen without a key acting: the upgrade when its invoice is paid, the
+    # downgrade when the period ends.
+    upgrade(app, api, "growth")
     assert api.post("/v1/subscription", json={"plan": "starter"}).status_code == 200
-    entry = only(app, AuditAction.SUBSCRIPTION_PLAN_CHANGED, tenant.id)
-    assert entry.target_type == "subscription" and entry.target_id.startswith("sub_")
-    assert entry.diff == {"before": {"plan": "sandbox"}, "after": {"plan": "starter"}}
-    assert_key_actor(entry, tenant)
+    with app.app_context():
+        subscription = db.session.scalars(
+            select(Subscription).where(Subscription.tenant_id == tenant.id)
+        ).one()
+        apply_pending_plan_change(subscription)
+        db.session.commit()
+    changes = entries(app, AuditAction.SUBSCRIPTION_PLAN_CHANGED, tenant.id)
+    assert [entry.diff for entry in changes] == [
+        {"before": {"plan": "sandbox"}, "after": {"plan": "growth"}},
+        {"before": {"plan": "growth"}, "after": {"plan": "starter"}},
+    ]
+    assert all(entry.target_id.startswith("sub_") for entry in changes)
 
 
 def test_webhook_endpoint_changes_are_recorded(app, api, tenant):

@@ -142,9 +142,11 @@ def test_push_without_outcome_expires_after_the_deadline(platform, app, api, ten
 
 
 def test_concurrent_pushes_with_shared_idempotency_keys_call_daraja_once_per_key(
-    platform, api, tenant, outbound
+    platform, app, api, tenant, outbound
 ):
-    api.post("/v1/subscription", json={"plan": "scale"})  # a rate limit 50 requests fit in
+    from tests.billing.test_subscription import upgrade  # that module imports this one
+
+    upgrade(app, api, "scale")  # a rate limit 50 requests fit in
     keys = [f"order-{i}-{secrets.token_hex(4)}" for i in range(10)]
     bodies = {key: push_body() for key in keys}
     results: list[tuple[str, int, dict]] = []
@@ -197,8 +199,10 @@ def test_validation_failures_are_not_stored_under_the_key(platform, api):
     assert (bad.status_code, good.status_code) == (400, 202)
 
 
-def test_one_oauth_call_serves_a_hundred_pushes(platform, api, outbound):
-    api.post("/v1/subscription", json={"plan": "scale"})  # a rate limit 100 pushes fit in
+def test_one_oauth_call_serves_a_hundred_pushes(platform, app, api, outbound):
+    from tests.billing.test_subscription import upgrade  # that module imports this one
+
+    upgrade(app, api, "scale")  # a rate limit 100 pushes fit in
     for _ in range(100):
         assert api.post(STKPUSHES, json=push_body()).status_code == 202
     assert outbound.count(PROCESS_REQUEST) == 100
