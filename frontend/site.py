@@ -155,6 +155,12 @@ def signup():
             "to call Lango from your code.",
             "success",
         )
+        if result.tenant.plan != form.plan.data:
+            flash(
+                "Your plan starts once its first month is paid: pay its invoice by M-Pesa on "
+                f"the Billing page. Until then you are on the free {result.tenant.plan} plan.",
+                "warning",
+            )
         return redirect(url_for("dashboard.overview"))
     return _signup_page(form, plans, card, 400 if form.errors else 200)
 

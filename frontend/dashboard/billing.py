@@ -97,10 +97,19 @@ def billing_plan():
             flash(error.message, "error")
         return _billing_page(form, error.status)
     flash(_plan_change_message(after, previous_plan, previous_pending), "success")
+    if after.awaiting_invoice_id and after.awaiting_plan_code == form.plan.data:
+        # The plan starts once this invoice is paid: its page has the M-Pesa form.
+        return redirect(url_for("dashboard.billing_invoice", invoice_id=after.awaiting_invoice_id))
     return redirect(url_for("dashboard.billing"))
 
 
 def _plan_change_message(after, previous_plan: str, previous_pending: str | None) -> str:
+    if after.awaiting_invoice_id and after.awaiting_plan_code != previous_plan:
+        awaited = subscription_service.get_plan(after.awaiting_plan_code, active_only=False)
+        return (
+            f"The {awaited.name} plan starts once its first month is paid: pay this invoice "
+            f"by M-Pesa. Until then you stay on the {after.plan.name} plan."
+        )
     if after.plan.code != previous_plan:
         return (
             f"You are on the {after.plan.name} plan from now on; its allowance applies to "
@@ -123,9 +132,11 @@ def _billing_page(form: PlanForm, status: int = 200):
     except LookupError:
         subscription = None
     usage = usage_service.current_usage(g.tenant.id) if subscription else None
-    pending = None
+    pending = awaiting = None
     if subscription is not None and subscription.pending_plan_code:
         pending = subscription_service.get_plan(subscription.pending_plan_code, active_only=False)
+    if subscription is not None and subscription.awaiting_plan_code:
+        awaiting = subscription_service.get_plan(subscription.awaiting_plan_code, active_only=False)
     cursor = {
         name: request.args[name]
         for name in ("starting_after", "ending_before")
@@ -137,6 +148,7 @@ def _billing_page(form: PlanForm, status: int = 200):
         subscription=subscription,
         usage=usage,
         pending=pending,
+        awaiting=awaiting,
         invoices=page,
         plans=subscription_service.list_plans(),
         form=form,

@@ -137,18 +137,30 @@ def test_invoices_paginate(app, sign_in):
 # --- changing plan -------------------------------------------------------------------------
 
 
-def test_the_owner_upgrades_now_and_downgrades_at_period_end(app, sign_in):
+def test_the_owner_upgrades_once_paid_and_downgrades_at_period_end(app, sign_in):
+    from billing.subscriptions import awaited_upgrade
+    from tests.billing.test_subscription import pay_upgrade
+
     owner = sign_in("owner")
     client = owner.client
     form = page(client, "/dashboard/billing")
-    assert "Upgrade: starts now" in form and 'value="sandbox" checked' in form
+    assert "Upgrade: starts once paid" in form and 'value="sandbox" checked' in form
 
     upgraded = post_form(client, "/dashboard/billing/plan", {"plan": "growth"})
 
+    # Without Stripe: still sandbox, sent to the new invoice to pay it by M-Pesa.
     assert upgraded.status_code == 302
+    with app.app_context():
+        invoice_id = awaited_upgrade(owner.tenant.id).id
+    assert upgraded.headers["Location"].endswith(f"/dashboard/billing/invoices/{invoice_id}")
+    assert subscription(app, owner.tenant.id).plan_code == "sandbox"
+    assert tenant_row(app, owner.tenant.id).plan == "sandbox"
+    invoice_page = page(client, f"/dashboard/billing/invoices/{invoice_id}")
+    assert "The Growth plan starts once its first month is paid" in invoice_page
+    assert "Waiting for payment: <strong>Growth</strong>" in page(client, "/dashboard/billing")
+    pay_upgrade(app, invoice_id)
     assert subscription(app, owner.tenant.id).plan_code == "growth"
     assert tenant_row(app, owner.tenant.id).plan == "growth"
-    assert "You are on the Growth plan from now on" in page(client, "/dashboard/billing")
 
     post_form(client, "/dashboard/billing/plan", {"plan": "starter"})
     scheduled = subscription(app, owner.tenant.id)

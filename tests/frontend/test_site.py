@@ -154,11 +154,13 @@ def test_signup_through_the_form_lands_on_the_dashboard_signed_in(app, client):
     assert dashboard.status_code == 200
     body = dashboard.get_data(as_text=True)
     assert "Mama Mboga Ltd" in body and "Welcome to Lango" in body and "API keys" in body
+    assert "Your plan starts once its first month is paid" in body
     with app.app_context():
         owner = db.session.scalar(select(Member).where(Member.email == form["email"]))
         assert owner.role is MemberRole.OWNER
         tenant = db.session.get(Tenant, owner.tenant_id)
-        assert (tenant.business_name, tenant.plan) == ("Mama Mboga Ltd", "starter")
+        # No Stripe here: the starter plan waits for its first invoice to be paid.
+        assert (tenant.business_name, tenant.plan) == ("Mama Mboga Ltd", "sandbox")
         schema = db.session.scalar(
             text("SELECT nspname FROM pg_namespace WHERE nspname = :s"), {"s": tenant.schema_name}
         )
