@@ -11,10 +11,10 @@ from flask import Response, current_app, g, request, stream_with_context
 from flask.views import MethodView
 
 from core.api import Blueprint, errors, paginate
-from core.errors import NotFound, PermissionDenied, RateLimited
+from core.errors import NotFound, PermissionDenied
 from core.extensions import db, limiter
 from core.idempotency import current_claim, idempotent
-from core.streams import SLOT_TTL_SECONDS, claim_stream_slot
+from core.streams import capped_event_stream
 from core.tenancy import tenant_scope
 from payments import credentials, reports, service
 from payments.models import StkPush
@@ -123,21 +123,13 @@ def stream_stk_push(push_id):
     service.get_push(push_id, livemode=caller.livemode)  # 404 before the stream starts
     db.session.rollback()
     redis = current_app.extensions["lango.redis"]
-    slot = claim_stream_slot(redis, f"key:{caller.key_id}", STREAMS_PER_KEY)
-    if slot is None:
-        raise RateLimited(
-            f"This API key already has {STREAMS_PER_KEY} status streams open; close one "
-            "or poll GET /v1/stk-pushes/{id} instead.",
-            code="too_many_streams",
-            headers={"Retry-After": str(int(STREAM_POLL_SECONDS) or 1)},
-        )
 
     def events():
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(service.status_channel(push_id))
         try:
             last_status = None
-            started = last_sent = last_renewed = time.monotonic()
+            started = last_sent = time.monotonic()
             while time.monotonic() - started < STREAM_MAX_SECONDS:
                 with tenant_scope(caller.tenant_id):
                     push = db.session.get(StkPush, push_id)
@@ -152,21 +144,10 @@ def stream_stk_push(push_id):
                     last_sent = time.monotonic()
                     yield ": keep-alive\n\n"
                 pubsub.get_message(timeout=STREAM_POLL_SECONDS)
-                if time.monotonic() - last_renewed > SLOT_TTL_SECONDS / 3:
-                    last_renewed = time.monotonic()
-                    slot.renew()
         finally:
             pubsub.close()
 
-    response = Response(
-        stream_with_context(events()),
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-    # Called by the server when the response ends, however it ends (final state, time limit,
-    # the client gone), even if the stream never started.
-    response.call_on_close(slot.release)
-    return response
+    return capped_event_stream(f"key:{caller.key_id}", STREAMS_PER_KEY, events())
 
 
 @callbacks.post("/callbacks/mpesa/stk/<string:token>")

@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timedelta
 
 from flask import Response, current_app, g, render_template, request, stream_with_context
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
@@ -15,6 +16,7 @@ from wtforms.validators import NumberRange, Optional, ValidationError
 
 from core.api import paginate
 from core.extensions import db
+from core.streams import capped_event_stream
 from core.tenancy import tenant_scope
 from frontend.dashboard import bp
 from frontend.fields import EatDayField
@@ -29,6 +31,7 @@ PAGE_SIZE = 25
 STREAM_MAX_SECONDS = 600
 STREAM_POLL_SECONDS = 2.0
 STREAM_HEARTBEAT_SECONDS = 15.0
+STREAMS_PER_MEMBER = 3
 
 
 class PaymentFilterForm(FlaskForm):
@@ -158,11 +161,9 @@ def payment_stream(push_id: str):
     service.get_push(push_id, livemode=livemode)  # 404 before the stream starts
     tenant_id = g.tenant.id
     db.session.rollback()  # no transaction held open while the stream lasts
-    return Response(
-        stream_with_context(_status_events(tenant_id, push_id)),
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    # Each open stream holds a web thread: a member's tabs may hold only a few.
+    holder = f"member:{current_user.id}"
+    return capped_event_stream(holder, STREAMS_PER_MEMBER, _status_events(tenant_id, push_id))
 
 
 def _status_events(tenant_id: str, push_id: str):

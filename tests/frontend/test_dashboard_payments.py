@@ -263,3 +263,20 @@ def test_lists_mask_phone_numbers_and_the_payments_page_shows_it(app, sign_in):
         assert "2547•••••678" in page and "254712345678" not in page, path
     detail = owner.client.get(f"/dashboard/payments/{push_id}", headers=HTML)
     assert "254712345678" in detail.get_data(as_text=True)
+
+
+def test_a_member_may_hold_only_a_few_live_streams_at_once(app, sign_in):
+    # Each stream holds a web thread for up to ten minutes.
+    from frontend.dashboard.payments import STREAMS_PER_MEMBER
+
+    owner = sign_in("owner")
+    push_id = insert_push(app, owner.tenant.id, status="pending")
+    path = f"/dashboard/payments/{push_id}/stream"
+    opened = [owner.client.get(path, buffered=False) for _ in range(STREAMS_PER_MEMBER)]
+    assert [response.status_code for response in opened] == [200] * STREAMS_PER_MEMBER
+    assert owner.client.get(path).status_code == 429
+    opened.pop().close()  # a tab closed (newest first: each holds a request context)
+    opened.append(owner.client.get(path, buffered=False))
+    assert opened[-1].status_code == 200
+    for response in reversed(opened):
+        response.close()
