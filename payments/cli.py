@@ -39,6 +39,8 @@ def sandbox(host: str, port: int, workers: int, threads: int) -> None:
                 "threads": threads,
                 "worker_class": "gthread",
                 "accesslog": "-",
+                # Lango's log lines (short in development, JSON otherwise), redacted.
+                "logger_class": "core.gunicorn_conf.RedactingLogger",
                 "graceful_timeout": 10,
                 "proc_name": "lango-sandbox",
                 # gunicorn ≥ 25's control socket defaults to one path per user, which the
