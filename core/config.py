@@ -126,6 +126,11 @@ class Settings:
     RECONCILE_AFTER_SECONDS: int = 60
     RECONCILE_INTERVAL_SECONDS: int = 30
     PUSH_EXPIRY_SECONDS: int = 300
+    # A push Lango expired after Daraja acknowledged it may still have been paid (the callback
+    # lost, the query still "being processed" at the deadline): it is asked about again this
+    # often, for this long after it expired, until M-Pesa gives a final answer.
+    RECONCILE_EXPIRED_INTERVAL_SECONDS: int = 300
+    RECONCILE_EXPIRED_FOR_SECONDS: int = 86400
     # How long an Idempotency-Key claim is held for its request: a retry takes over a claim
     # still without an answer after this long (its request died), so a crash blocks the key
     # this long at most. Longer than the work before a request's object is committed.
@@ -183,6 +188,8 @@ _PARSERS = {
     "RECONCILE_AFTER_SECONDS": _positive_int,
     "RECONCILE_INTERVAL_SECONDS": _positive_int,
     "PUSH_EXPIRY_SECONDS": _positive_int,
+    "RECONCILE_EXPIRED_INTERVAL_SECONDS": _positive_int,
+    "RECONCILE_EXPIRED_FOR_SECONDS": _positive_int,
     "IDEMPOTENCY_LEASE_SECONDS": _positive_int,
     "MPESA_CALLBACK_ALLOWED_IPS": _networks,
     "INVOICE_GRACE_DAYS": _positive_int,

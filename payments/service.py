@@ -62,6 +62,9 @@ EVENT_TYPES = {
 }
 # A report from M-Pesa that Lango held instead of applying; the push's flagged_reason says why.
 FLAGGED_EVENT = "payment.flagged"
+# The result code of a push Lango expired without an answer from M-Pesa (M-Pesa's own
+# codes are numbers or upper-case codes, never this).
+EXPIRED_BY_LANGO = "expired"
 # What a success callback's metadata items must look like when present (daraja.md §3.1).
 _AMOUNT_TEXT = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
 _MSISDN_TEXT = re.compile(r"^\d{9,15}$")
@@ -472,6 +475,13 @@ def _settle(
             _finish(push, status, **outcome)
             logger.warning("stk push succeeded after it expired", extra={"stk_push_id": push.id})
             return CallbackOutcome.APPLIED, "succeeded after Lango had expired the push"
+        if push.result_code == EXPIRED_BY_LANGO:
+            # M-Pesa's own final answer: the push stays expired, now saying why, and
+            # reconciliation stops asking about it.
+            push.result_code = result_code
+            push.result_description = result_description
+            push.updated_at = datetime.now(UTC)
+            return CallbackOutcome.APPLIED, "M-Pesa's answer recorded on the expired push"
     if status is not PushStatus.SUCCEEDED or _paid(push):
         return CallbackOutcome.DUPLICATE, f"push already {push.status.value}"
     return _flag(
@@ -532,14 +542,17 @@ def reconcile_pending(
     tenant_id: str, live_enabled: bool, now: datetime | None = None
 ) -> ReconcileReport:
     """Resolve this tenant's pushes still pending after RECONCILE_AFTER_SECONDS by asking
-    Daraja (STK query), and expire those with no outcome after PUSH_EXPIRY_SECONDS."""
+    Daraja (STK query), and expire those with no outcome after PUSH_EXPIRY_SECONDS. Pushes
+    Lango expired after Daraja acknowledged them are asked about again every
+    RECONCILE_EXPIRED_INTERVAL_SECONDS for RECONCILE_EXPIRED_FOR_SECONDS, until M-Pesa gives
+    a final answer: a lost callback's payment is found by asking, never by pushing again."""
     settings = current_app.extensions["lango.settings"]
     now = now or datetime.now(UTC)
     query_before = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
     requery_before = now - timedelta(seconds=settings.RECONCILE_INTERVAL_SECONDS)
     expire_before = now - timedelta(seconds=settings.PUSH_EXPIRY_SECONDS)
     report = ReconcileReport()
-    candidates = db.session.scalars(
+    pending = (
         select(StkPush.id)
         .where(
             StkPush.status == PushStatus.PENDING,
@@ -552,7 +565,21 @@ def reconcile_pending(
         )
         .order_by(StkPush.created_at)
         .limit(200)
-    ).all()
+    )
+    expired_unanswered = (
+        select(StkPush.id)
+        .where(
+            StkPush.status == PushStatus.EXPIRED,
+            StkPush.result_code == EXPIRED_BY_LANGO,
+            StkPush.checkout_request_id.is_not(None),
+            StkPush.expired_at > now - timedelta(seconds=settings.RECONCILE_EXPIRED_FOR_SECONDS),
+            StkPush.last_queried_at
+            < now - timedelta(seconds=settings.RECONCILE_EXPIRED_INTERVAL_SECONDS),
+        )
+        .order_by(StkPush.created_at)
+        .limit(200)
+    )
+    candidates = [*db.session.scalars(pending), *db.session.scalars(expired_unanswered)]
     db.session.rollback()
     for push_id in candidates:
         _reconcile_one(push_id, live_enabled, expire_before, report)
@@ -584,10 +611,10 @@ def _reconcile_one(push_id: str, live_enabled: bool, expire_before: datetime, re
         )
         changed = outcome is CallbackOutcome.APPLIED
         report.resolved += changed
-    elif push.status.is_final:
+    elif push.status.is_final and not _expired_by_lango(push):
         db.session.rollback()
         return
-    elif push.created_at < expire_before:
+    elif push.status is PushStatus.PENDING and push.created_at < expire_before:
         _expire(push)
         changed = True
         report.expired += 1
@@ -607,7 +634,7 @@ def _expire(push: StkPush) -> None:
     _finish(
         push,
         PushStatus.EXPIRED,
-        result_code="expired",
+        result_code=EXPIRED_BY_LANGO,
         result_description="No outcome from M-Pesa in time; the push has expired.",
     )
 

@@ -626,6 +626,68 @@ def test_reconciliation_applies_a_success_for_a_push_lango_expired_meanwhile(
     assert payment_events(app, tenant.id, push_id) == ["payment.succeeded"]
 
 
+def expired_by_lango(app, tenant_id, push_id, *, minutes_ago: int) -> None:
+    """Lango expired this acknowledged push `minutes_ago` (its query still said "being
+    processed" at the deadline) and the callback never came."""
+    with app.app_context(), tenant_scope(tenant_id):
+        db.session.execute(
+            text(
+                "UPDATE stk_pushes SET status = 'expired', result_code = 'expired', "
+                "expired_at = now() - make_interval(mins => :m), "
+                "last_queried_at = now() - make_interval(mins => :m), "
+                "resolved_at = now() - make_interval(mins => :m) WHERE id = :id"
+            ),
+            {"id": push_id, "m": minutes_ago},
+        )
+        db.session.commit()
+
+
+def test_reconciliation_keeps_asking_about_an_acknowledged_push_lango_expired(
+    platform, app, api, tenant
+):
+    push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
+    threading.Event().wait(1.5)  # past the sandbox's decision: its STK query says paid
+    expired_by_lango(app, tenant.id, push_id, minutes_ago=2)
+    with app.app_context(), tenant_scope(tenant.id):
+        # Asked again only once RECONCILE_EXPIRED_INTERVAL_SECONDS (5 min) has passed.
+        assert service.reconcile_pending(tenant.id, False).queried == 0
+        later = datetime.now(UTC) + timedelta(minutes=4)
+        report = service.reconcile_pending(tenant.id, False, now=later)
+
+    assert (report.queried, report.resolved) == (1, 1)
+    final = api.get(f"{STKPUSHES}/{push_id}").get_json()
+    assert (final["status"], final["result_code"]) == ("succeeded", "0")
+    assert final["expired_at"] is not None
+    assert payment_events(app, tenant.id, push_id) == ["payment.succeeded"]
+
+
+def test_an_expired_push_is_no_longer_asked_about_after_the_follow_up_window(
+    platform, app, api, tenant
+):
+    push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
+    expired_by_lango(app, tenant.id, push_id, minutes_ago=25 * 60)
+    with app.app_context(), tenant_scope(tenant.id):
+        assert service.reconcile_pending(tenant.id, False).queried == 0
+    assert api.get(f"{STKPUSHES}/{push_id}").get_json()["status"] == "expired"
+
+
+def test_a_failure_reported_for_an_expired_push_is_recorded_and_ends_the_follow_up(
+    platform, app, client, api, tenant, callback_token
+):
+    push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
+    expired_by_lango(app, tenant.id, push["id"], minutes_ago=10)
+
+    post_callback(client, callback_token["value"], daraja_callback(push, 1032))
+
+    final = api.get(f"{STKPUSHES}/{push['id']}").get_json()
+    assert (final["status"], final["result_code"]) == ("expired", "1032")
+    with app.app_context(), tenant_scope(tenant.id):
+        assert service.reconcile_pending(tenant.id, False).queried == 0
+    # M-Pesa's later success still counts: the push succeeds late.
+    post_callback(client, callback_token["value"], daraja_callback(push))
+    assert api.get(f"{STKPUSHES}/{push['id']}").get_json()["status"] == "succeeded"
+
+
 def test_a_push_daraja_never_acknowledged_is_released_once_when_it_expires(
     platform, app, api, tenant
 ):
