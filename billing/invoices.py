@@ -96,10 +96,10 @@ def pay_invoice(tenant_id: str, invoice_id: str, phone_number: str) -> Invoice:
         raise InvoicePaymentInProgress()
     try:
         # Read again under the lock: a payment that just finished or started is seen.
-        invoice = _payable_invoice(tenant_id, invoice_id)
-        total, earlier_push_id = invoice.total, invoice.mpesa_stk_push_id
+        total = _payable_invoice(tenant_id, invoice_id).total
         db.session.rollback()  # no transaction may be open when the tenant scope changes
-        if earlier_push_id and _push_pending(billing, earlier_push_id):
+        earlier_push_id = _pending_push_paying(billing, invoice_id)
+        if earlier_push_id:
             raise InvoicePaymentInProgress(stk_push_id=earlier_push_id)
         push_id = _send_push(billing, invoice_id, tenant_id, total, phone_number)
         invoice = db.session.scalars(
@@ -209,11 +209,21 @@ def _send_push(
     return push_id
 
 
-def _push_pending(billing: _BillingAccount, push_id: str) -> bool:
+def _pending_push_paying(billing: _BillingAccount, invoice_id: str) -> str | None:
+    """The billing tenant's pending push for this invoice, found by the invoice id it
+    carries rather than by the one saved on the invoice: a process that died between sending
+    a push and saving its id must not let a retry prompt the customer a second time."""
     with tenant_scope(billing.tenant_id):
-        status = db.session.scalar(select(StkPush.status).where(StkPush.id == push_id))
+        push_id = db.session.scalar(
+            select(StkPush.id)
+            .where(
+                StkPush.status == PushStatus.PENDING,
+                StkPush.metadata_["lango_invoice_id"].astext == invoice_id,
+            )
+            .limit(1)
+        )
         db.session.rollback()
-    return status is PushStatus.PENDING
+    return push_id
 
 
 # --- settling ----------------------------------------------------------------------------

@@ -253,6 +253,27 @@ def test_a_second_payment_waits_for_the_first(platform, app, api, tenant, billin
     assert error["stk_push_id"] == first.get_json()["mpesa_stk_push_id"]
 
 
+def test_a_push_whose_id_was_never_saved_still_holds_off_a_second_prompt(
+    platform, app, api, tenant, billing_tenant
+):
+    invoice_id = open_invoice(app, tenant.id)
+    first = api.post(f"{INVOICES}/{invoice_id}/pay", json={"phone_number": NO_CALLBACK})
+    assert first.status_code == 202
+    with app.app_context():
+        # The process died after the push was sent, before the invoice recorded it.
+        db.session.execute(
+            text("UPDATE public.invoices SET mpesa_stk_push_id = NULL WHERE id = :id"),
+            {"id": invoice_id},
+        )
+        db.session.commit()
+    app.extensions["lango.redis"].delete(f"lango:invoice-pay:{invoice_id}")  # lock expired
+
+    second = api.post(f"{INVOICES}/{invoice_id}/pay", json={"phone_number": SUCCEEDS})
+
+    assert second.status_code == 409
+    assert second.get_json()["error"]["stk_push_id"] == first.get_json()["mpesa_stk_push_id"]
+
+
 def test_paying_a_paid_invoice_is_refused(platform, app, api, tenant, billing_tenant):
     bill_on(app, tenant.id, "sandbox")
     free_invoice = close(app, tenant.id)  # a free period is paid at once
