@@ -182,7 +182,7 @@ def period_base_fee(plan: Plan, start: datetime, end: datetime) -> int:
     return min(plan.monthly_price, plan.monthly_price * (end - start) // whole)
 
 
-def _prepaying_invoice(tenant_id: str, period_start: datetime) -> str | None:
+def prepaying_invoice(tenant_id: str, period_start: datetime) -> str | None:
     """The paid upgrade invoice that paid this period's fee in advance, if any."""
     return db.session.scalar(
         select(Invoice.id).where(
@@ -197,7 +197,7 @@ def _prepaying_invoice(tenant_id: str, period_start: datetime) -> str | None:
 def _write_invoice(subscription: Subscription, plan: Plan, now: datetime) -> str:
     start, end = subscription.current_period_start, subscription.current_period_end
     period = f"{start.astimezone(UTC):%Y-%m-%d} to {end.astimezone(UTC):%Y-%m-%d}"
-    prepaid_by = _prepaying_invoice(subscription.tenant_id, start)
+    prepaid_by = prepaying_invoice(subscription.tenant_id, start)
     if prepaid_by:
         base_fee, description = 0, f"{plan.name} plan, {period}: paid in advance ({prepaid_by})"
     else:

@@ -129,7 +129,10 @@ class UsageSchema(Schema):
     included = fields.Integer(metadata={"description": "Live pushes the plan includes"})
     overage = fields.Integer(metadata={"description": "Live pushes billed beyond the included"})
     projected_charge = fields.Integer(
-        metadata={"description": "KES: the monthly price plus overage so far"}
+        metadata={
+            "description": "KES the period's invoice will bill at its close: the monthly price "
+            "(unless an upgrade invoice paid it in advance) plus overage so far"
+        }
     )
     test_mode_used = fields.Integer()
     test_allowance = fields.Integer()

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import func, select, text
 
 from billing.models import UsageCounter, UsageRecord
+from billing.periods import prepaying_invoice
 from billing.subscriptions import current_subscription
 from core.extensions import db
 from core.tenancy import require_tenant
@@ -65,6 +66,9 @@ def current_usage(tenant_id: str) -> Usage:
     used = counters.get(True, 0)
     # A hard-cap plan never bills beyond its price, whatever the counter says.
     overage = 0 if plan.overage_price is None else max(0, used - plan.included_pushes)
+    # A period an upgrade invoice paid in advance bills only its overage at its close.
+    prepaid = prepaying_invoice(tenant_id, subscription.current_period_start)
+    base_fee = 0 if prepaid else plan.monthly_price
     return Usage(
         plan=plan.code,
         period_start=subscription.current_period_start,
@@ -72,7 +76,7 @@ def current_usage(tenant_id: str) -> Usage:
         used=used,
         included=plan.included_pushes,
         overage=overage,
-        projected_charge=plan.monthly_price + overage * (plan.overage_price or 0),
+        projected_charge=base_fee + overage * (plan.overage_price or 0),
         test_mode_used=counters.get(False, 0),
         test_allowance=plan.test_allowance,
         daily=daily_usage(subscription.current_period_start, subscription.current_period_end),

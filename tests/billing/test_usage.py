@@ -56,7 +56,8 @@ def test_usage_counts_real_test_pushes_and_live_pushes_with_overage(
     assert usage["period_start"] == subscription["current_period_start"]
     assert usage["period_end"] == subscription["current_period_end"]
     assert (usage["used"], usage["included"], usage["overage"]) == (5, 2, 3)
-    assert usage["projected_charge"] == 100 + 3 * 7
+    # The upgrade invoice paid this period's fee in advance: only overage is still to bill.
+    assert usage["projected_charge"] == 3 * 7
     assert (usage["test_mode_used"], usage["test_allowance"]) == (3, 1000)
     assert usage["daily"] == [{"date": _today(), "live": 5, "test": 3}]
 
@@ -75,7 +76,16 @@ def test_a_hard_cap_plan_never_projects_overage(app, api, tenant, extra_plans):
     usage = api.get(USAGE).get_json()
 
     assert (usage["used"], usage["included"], usage["overage"]) == (9, 2, 0)
-    assert usage["projected_charge"] == 500
+    assert usage["projected_charge"] == 0  # its fee was the upgrade invoice, paid up front
+
+
+def test_a_period_billed_in_arrears_projects_its_monthly_price(app, api, tenant, extra_plans):
+    from tests.billing.test_periods import bill_on
+
+    extra_plans("metered", monthly_price=100, included_pushes=2, overage_price=7)
+    bill_on(app, tenant.id, "metered", used=3)
+
+    assert api.get(USAGE).get_json()["projected_charge"] == 100 + 7
 
 
 def test_a_new_tenant_has_used_nothing(api):
