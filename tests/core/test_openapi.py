@@ -11,6 +11,7 @@ from openapi_spec_validator import validate
 # Served by the app but not API operations: the document itself and its viewer.
 UNDOCUMENTED_ENDPOINTS = {"static", "api-docs.openapi_json", "api-docs.openapi_swagger_ui"}
 DOCS_ASSETS = "/docs/assets/"
+SITE_ASSETS = "/assets/"
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 # Everything else needs an API key. Daraja cannot send one: its callback URL carries an
@@ -180,8 +181,9 @@ def test_docs_page_loads_swagger_ui_from_local_assets_only(client):
     assets = re.findall(r'<(?:script|link)\b[^>]*?\b(?:src|href)="([^"]+)"', html)
     assert any(asset.endswith(".js") for asset in assets)
     assert any(asset.endswith(".css") for asset in assets)
+    # Swagger UI's own files and the site's (favicon, top bar styles), all served by Lango.
     for asset in assets:
-        assert asset.startswith(DOCS_ASSETS), asset
+        assert asset.startswith((DOCS_ASSETS, SITE_ASSETS)), asset
     assert not re.search(r"unpkg|jsdelivr|cdnjs|https?://", html)
     assert '"/openapi.json"' in html
     for asset in assets:
