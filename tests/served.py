@@ -3,15 +3,22 @@ push goes app → sandbox → callback → app exactly as in production."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 from werkzeug.serving import make_server
 
-from tests.conftest import LANGO_PORT, SANDBOX_PORT
+from tests.conftest import LANGO_PORT, ROOT, SANDBOX_PORT, TEST_ENCRYPTION_KEY, TEST_SECRET_KEY
+
+GUNICORN = Path(sys.executable).parent / "gunicorn"
 
 # Short sandbox timings keep the suite quick; the behaviour is the same as with defaults.
 CALLBACK_DELAY = 0.3
@@ -136,3 +143,38 @@ def quota_counted(app, tenant_id: str) -> tuple[int, int, int]:
             records = db.session.execute(text("SELECT count(*) FROM usage_records")).scalar()
             pushes = db.session.execute(text("SELECT count(*) FROM stk_pushes")).scalar()
     return counter, records, pushes
+
+
+def start_gunicorn(
+    port: int, database_url: str, redis_url: str, daraja_url: str, **settings: str
+) -> subprocess.Popen:
+    """Lango under gunicorn (one worker, its own process group, so a test can SIGKILL it),
+    talking to `daraja_url` in test mode; returns once it answers /healthz."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "SANDBOX_BASE_URL": daraja_url,
+        "LOG_LEVEL": "WARNING",
+        **settings,
+    }
+    process = subprocess.Popen(
+        [str(GUNICORN), "wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                return process
+        except requests.RequestException:  # not listening yet, or still booting workers
+            time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    pytest.fail("gunicorn did not start")

@@ -6,8 +6,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,10 +16,10 @@ from sqlalchemy import text
 
 from core.extensions import db
 from core.tenancy import tenant_scope
-from tests.conftest import ROOT, TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, free_port
+from tests.conftest import free_port
 from tests.payments.test_stk_push import push_body
+from tests.served import start_gunicorn
 
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 LEASE_SECONDS = 2
 
 
@@ -50,37 +48,6 @@ class SilentDaraja:
             connection.close()
 
 
-def start_web(port, database_url, redis_url, daraja_url) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "SECRET_KEY": TEST_SECRET_KEY,
-        "ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "SANDBOX_BASE_URL": daraja_url,
-        "IDEMPOTENCY_LEASE_SECONDS": str(LEASE_SECONDS),
-        "LOG_LEVEL": "WARNING",
-    }
-    process = subprocess.Popen(
-        [str(GUNICORN), "wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                return process
-        except requests.RequestException:  # not listening yet
-            time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
-    pytest.fail("gunicorn did not start")
-
-
 def workers_of(master_pid: int) -> list[int]:
     children = []
     for entry in Path("/proc").iterdir():
@@ -100,7 +67,9 @@ def test_a_sigkilled_workers_key_resolves_to_its_push_without_a_second_one(
 ):
     daraja = SilentDaraja()
     port = free_port()
-    web = start_web(port, database_url, redis_url, daraja.url)
+    web = start_gunicorn(
+        port, database_url, redis_url, daraja.url, IDEMPOTENCY_LEASE_SECONDS=str(LEASE_SECONDS)
+    )
     url = f"http://127.0.0.1:{port}/v1/stk-pushes"
     headers = {"Authorization": f"Bearer {tenant.secret}", "Idempotency-Key": "order-1001"}
     body = push_body()

@@ -4,50 +4,14 @@ reconciliation asks Daraja)."""
 
 import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from payments.jobs import reconcile_pending_pushes
-from tests.conftest import ROOT, TEST_ENCRYPTION_KEY, TEST_SECRET_KEY, free_port
+from tests.conftest import free_port
 from tests.payments.test_stk_push import push_body
-from tests.served import wait_for_status
-
-GUNICORN = Path(sys.executable).parent / "gunicorn"
-
-
-def start_web(port: int, database_url: str, redis_url: str, sandbox_url: str):
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "SECRET_KEY": TEST_SECRET_KEY,
-        "ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "SANDBOX_BASE_URL": sandbox_url,
-        "LOG_LEVEL": "WARNING",
-    }
-    process = subprocess.Popen(
-        [str(GUNICORN), "wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                return process
-        except requests.RequestException:  # not listening yet, or still booting workers
-            time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
-    pytest.fail("gunicorn did not start")
+from tests.served import start_gunicorn, wait_for_status
 
 
 @pytest.mark.slow
@@ -58,7 +22,7 @@ def test_push_survives_the_web_process_dying_before_its_callback(
 
     port = free_port()
     sandbox_url = f"http://127.0.0.1:{SANDBOX_PORT}"
-    web = start_web(port, database_url, redis_url, sandbox_url)
+    web = start_gunicorn(port, database_url, redis_url, sandbox_url)
     try:
         # The sandbox calls back after ~2 s (the "late callback" number).
         created = requests.post(
@@ -70,7 +34,7 @@ def test_push_survives_the_web_process_dying_before_its_callback(
         assert created.status_code == 202
         os.killpg(web.pid, signal.SIGKILL)  # no graceful shutdown: a crash
         web.wait(10)
-        web = start_web(port, database_url, redis_url, sandbox_url)
+        web = start_gunicorn(port, database_url, redis_url, sandbox_url)
 
         push_id = created.json()["id"]
         try:
