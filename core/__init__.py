@@ -32,7 +32,7 @@ def create_app(config: dict | Settings | None = None) -> Flask:
     )
 
     # Request hooks first: authentication must run before Flask-Limiter's before_request
-    # hook, so that limits are counted per API key.
+    # hook, so that limits are counted per tenant (core.ratelimit).
     _register_request_hooks(app)
     _init_extensions(app, settings)
     _register_blueprints(app)

@@ -12,16 +12,8 @@ from __future__ import annotations
 import json
 import time
 
-from flask import (
-    Response,
-    flash,
-    g,
-    redirect,
-    render_template,
-    request,
-    stream_with_context,
-    url_for,
-)
+from flask import flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import RadioField, StringField
 from wtforms.fields.choices import SelectChoice
@@ -34,8 +26,10 @@ from billing.dunning import SUSPENSION_REASON
 from billing.models import InvoiceStatus
 from core.errors import LangoError
 from core.extensions import db
+from core.streams import capped_event_stream
 from frontend.auth import is_owner, require_role
 from frontend.dashboard import bp
+from frontend.dashboard.payments import STREAMS_PER_MEMBER
 from payments.phone import normalize_phone
 from tenants.models import MemberRole
 
@@ -217,11 +211,8 @@ def billing_invoice_payment(invoice_id: str):
             db.session.rollback()
             time.sleep(STREAM_POLL_SECONDS)
 
-    return Response(
-        stream_with_context(events()),
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    # Shares the member's stream slots with the payments pages: each holds a web thread.
+    return capped_event_stream(f"member:{current_user.id}", STREAMS_PER_MEMBER, events())
 
 
 def _invoice_page(invoice_id: str, form: PayForm, status: int = 200):

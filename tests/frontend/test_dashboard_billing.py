@@ -296,3 +296,25 @@ def test_another_tenants_invoices_are_not_found(app, sign_in):
     paying = post_form(mine.client, f"{path}/pay", {"phone_number": SUCCEEDS})
     assert paying.status_code == 404
     assert invoice_row(app, invoice_id).mpesa_stk_push_id is None
+
+
+def test_the_invoice_stream_shares_the_members_stream_slots(app, sign_in):
+    # Each stream holds a web thread: the payments pages' streams and this one count together.
+    from frontend.dashboard.payments import STREAMS_PER_MEMBER
+    from tests.frontend.test_dashboard_payments import insert_push
+
+    owner = sign_in("owner")
+    invoice_path = f"/dashboard/billing/invoices/{open_invoice(app, owner.tenant.id)}/payment"
+    push_id = insert_push(app, owner.tenant.id, status="pending")
+    opened = [
+        owner.client.get(f"/dashboard/payments/{push_id}/stream", buffered=False)
+        for _ in range(STREAMS_PER_MEMBER)
+    ]
+    assert [response.status_code for response in opened] == [200] * STREAMS_PER_MEMBER
+
+    assert owner.client.get(invoice_path).status_code == 429
+    opened.pop().close()
+    opened.append(owner.client.get(invoice_path, buffered=False))
+    assert opened[-1].status_code == 200
+    for response in reversed(opened):
+        response.close()
