@@ -3,6 +3,7 @@ hash chain."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from flask import (
@@ -72,9 +73,15 @@ def diff_summary(diff: dict | None, limit: int = 140) -> str:
     for key, value in after.items():
         if key in before and before[key] == value:
             continue
-        parts.append(f"{key}: {before[key]} → {value}" if key in before else f"{key}: {value}")
+        change = f"{_shown(before[key])} → {_shown(value)}" if key in before else _shown(value)
+        parts.append(f"{key}: {change}")
     summary = "; ".join(parts)
     return summary if len(summary) <= limit else summary[: limit - 1] + "…"
+
+
+def _shown(value) -> str:
+    """A value as the CSV and the API write it (JSON: `false`, `["*"]`), text as itself."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 @bp.get("/audit")

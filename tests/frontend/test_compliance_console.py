@@ -569,3 +569,14 @@ def test_kyc_documents_only_for_their_submission_and_compliance(
     assert sign_in("admin").client.get(path, headers=HTML).status_code == 403
     assert sign_in("owner", tenant=tenant).client.get(path, headers=HTML).status_code == 403
     assert sign_in("anonymous").client.get(path, headers=HTML).status_code == 302
+
+
+def test_the_audit_page_shows_changed_values_as_json_like_the_csv():
+    from frontend.compliance.audit import diff_summary
+
+    diff = {
+        "before": {"enabled": True, "url": "https://a.example/hooks"},
+        "after": {"enabled": False, "url": "https://a.example/hooks", "enabled_events": ["*"]},
+    }
+
+    assert diff_summary(diff) == 'enabled: true → false; enabled_events: ["*"]'
