@@ -8,6 +8,7 @@ import time
 
 from flask import Flask, g, request
 from redis import Redis
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.config import Settings, load_settings
 
@@ -23,6 +24,12 @@ def create_app(config: dict | Settings | None = None) -> Flask:
     configure_logging(settings.LOG_LEVEL, settings.LANGO_ENV)
 
     app = Flask(__name__)
+    if settings.TRUSTED_PROXIES:
+        # The client address that callback allow-lists, sign-in throttling and the audit
+        # trail see is the one the trusted proxies report, never a header a client forged.
+        app.wsgi_app = ProxyFix(
+            app.wsgi_app, x_for=settings.TRUSTED_PROXIES, x_proto=settings.TRUSTED_PROXIES
+        )
     app.config.update(_flask_config(settings))
     app.extensions["lango.settings"] = settings
     # Timeouts everywhere: a server that drops packets must give errors (and /readyz 503),

@@ -39,6 +39,16 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _proxy_count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("must be a whole number of proxies (0 or more)") from None
+    if number < 0:
+        raise ValueError("must be a whole number of proxies (0 or more)")
+    return number
+
+
 def _database_url(value: str) -> str:
     scheme = urlsplit(value).scheme
     if scheme in {"postgres", "postgresql", "postgresql+psycopg"}:
@@ -102,6 +112,10 @@ class Settings:
     ENCRYPTION_KEYS: tuple[str, ...] = ()
     LANGO_ENV: str = "production"
     LOG_LEVEL: str = "INFO"
+    # Reverse proxies in front of the web process that append to X-Forwarded-For and
+    # X-Forwarded-Proto. 0: the connection's address is the client's (a forged header is
+    # ignored); N: the address the Nth proxy from the app saw, as werkzeug's ProxyFix reads it.
+    TRUSTED_PROXIES: int = 0
     DB_POOL_SIZE: int = 5
     # Pooled connections are recycled so each backend's catalog cache (which grows with
     # every tenant schema it touches) stays bounded.
@@ -176,6 +190,7 @@ _PARSERS = {
     "DATABASE_URL": _database_url,
     "REDIS_URL": _redis_url,
     "ENCRYPTION_KEYS": _encryption_keys,
+    "TRUSTED_PROXIES": _proxy_count,
     "DB_POOL_SIZE": _positive_int,
     "DB_POOL_RECYCLE_SECONDS": _positive_int,
     "MIGRATION_WORKERS": _positive_int,

@@ -37,6 +37,6 @@ def rate_limit_key() -> str:
 
 
 def client_ip() -> str:
-    # Behind a proxy, deployments wrap the app in werkzeug's ProxyFix so remote_addr is the
-    # client's; trusting X-Forwarded-For blindly would let anyone pick their own bucket.
+    # Behind proxies, TRUSTED_PROXIES makes remote_addr the client's (ProxyFix, core.create_app);
+    # trusting X-Forwarded-For blindly would let anyone pick their own bucket.
     return request.remote_addr or "unknown"
