@@ -160,7 +160,7 @@ def receive_stk_callback(token):
     A callback for a live push is accepted only from MPESA_CALLBACK_ALLOWED_IPS when that is
     set (403 otherwise; the body is still kept); test-mode callbacks come from Lango's own
     sandbox and are exempt. The client address is the connection's (`remote_addr`): behind
-    a proxy, the operator configures ProxyFix so it is the real one."""
+    a proxy, TRUSTED_PROXIES makes it the real one."""
     tenant_id = service.tenant_id_from_token(token)
     if tenant_id is None or not service.tenant_exists(tenant_id):
         logger.warning("callback with a forged or unknown token", extra={"ip": request.remote_addr})

@@ -930,7 +930,7 @@ def test_a_live_callback_from_outside_the_allowed_networks_is_refused_and_kept(
         client,
         callback_token["value"],
         success,
-        headers={"X-Forwarded-For": "196.201.214.200"},  # not trusted: no ProxyFix here
+        headers={"X-Forwarded-For": "196.201.214.200"},  # not trusted: TRUSTED_PROXIES is 0 here
     )
 
     assert forged.status_code == 403
