@@ -66,22 +66,23 @@ def _let_leases_run_out(app, tenant) -> None:
         db.session.commit()
 
 
-def _die_before_the_push(monkeypatch):
+def _request_dies_before_its_push(api, body, key, monkeypatch) -> None:
+    """One request with `key` whose process dies after claiming the key, before its push."""
+
     def die(*args, **kwargs):
         raise WorkerDied
 
-    monkeypatch.setattr(service, "daraja_credentials", die)
+    with monkeypatch.context() as patched:
+        patched.setattr(service, "daraja_credentials", die)
+        with pytest.raises(WorkerDied):
+            api.post(STKPUSHES, json=body, headers=key)
 
 
 def test_a_key_whose_request_died_is_held_for_the_lease_then_runs_once(
     app, api, tenant, daraja, killed, monkeypatch
 ):
     body, key = push_body(), {"Idempotency-Key": "died-early"}
-    original_credentials = service.daraja_credentials
-    _die_before_the_push(monkeypatch)
-    with pytest.raises(WorkerDied):
-        api.post(STKPUSHES, json=body, headers=key)
-    monkeypatch.setattr(service, "daraja_credentials", original_credentials)
+    _request_dies_before_its_push(api, body, key, monkeypatch)
 
     held = api.post(STKPUSHES, json=body, headers=key)
     _let_leases_run_out(app, tenant)
@@ -139,11 +140,7 @@ def test_of_simultaneous_retries_of_an_abandoned_key_one_runs(
     app, client, api, tenant, daraja, killed, monkeypatch
 ):
     body, key = push_body(), {"Idempotency-Key": "stampede"}
-    original_credentials = service.daraja_credentials
-    _die_before_the_push(monkeypatch)
-    with pytest.raises(WorkerDied):
-        api.post(STKPUSHES, json=body, headers=key)
-    monkeypatch.setattr(service, "daraja_credentials", original_credentials)
+    _request_dies_before_its_push(api, body, key, monkeypatch)
     _let_leases_run_out(app, tenant)
     barrier = threading.Barrier(6)
     statuses = []

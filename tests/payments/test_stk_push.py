@@ -125,15 +125,7 @@ def test_late_callback_still_lands(platform, api):
 
 def test_push_without_outcome_expires_after_the_deadline(platform, app, api, tenant):
     push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
-    with app.app_context(), tenant_scope(tenant.id):
-        # Daraja never answers the query either: simulate by forgetting the checkout id.
-        db.session.execute(
-            text("UPDATE stk_pushes SET checkout_request_id = NULL WHERE id = :id"),
-            {"id": push_id},
-        )
-        db.session.commit()
-        later = datetime.now(UTC) + timedelta(minutes=6)
-        report = service.reconcile_pending(tenant.id, False, now=later)
+    report = expire_unacknowledged(app, tenant.id, push_id)
 
     assert report.expired == 1
     final = api.get(f"{STKPUSHES}/{push_id}").get_json()
@@ -534,17 +526,25 @@ def flagged_events(app, tenant_id, push_id) -> list[dict]:
         )
 
 
-def expire_unacknowledged(app, tenant_id, push_id) -> service.ReconcileReport:
-    """Lango's expiry of a push Daraja never acknowledged (its call timed out, or the
-    process died before or during it): no CheckoutRequestID, so no STK query either."""
+def expire_with_checkout_id(
+    app, tenant_id, push_id, checkout_request_id: str | None
+) -> service.ReconcileReport:
+    """Reconciliation past the deadline of a push whose CheckoutRequestID is
+    `checkout_request_id`: None, Daraja never acknowledged it (its call timed out, or the
+    process died before or during it), so there is nothing to query; an id Daraja does not
+    know, its query fails. Either way no outcome comes, and the push expires."""
     with app.app_context(), tenant_scope(tenant_id):
         db.session.execute(
-            text("UPDATE stk_pushes SET checkout_request_id = NULL WHERE id = :id"),
-            {"id": push_id},
+            text("UPDATE stk_pushes SET checkout_request_id = :checkout WHERE id = :id"),
+            {"id": push_id, "checkout": checkout_request_id},
         )
         db.session.commit()
         later = datetime.now(UTC) + timedelta(minutes=6)
         return service.reconcile_pending(tenant_id, False, now=later)
+
+
+def expire_unacknowledged(app, tenant_id, push_id) -> service.ReconcileReport:
+    return expire_with_checkout_id(app, tenant_id, push_id, None)
 
 
 def test_a_success_after_lango_expired_the_push_makes_it_succeed_late(
@@ -740,15 +740,8 @@ def test_a_push_daraja_acknowledged_stays_billed_when_it_expires(platform, app, 
     from tests.served import quota_counted
 
     push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
-    with app.app_context(), tenant_scope(tenant.id):
-        # Daraja acknowledged it, and its query now fails: no outcome before the deadline.
-        db.session.execute(
-            text("UPDATE stk_pushes SET checkout_request_id = 'ws_CO_unknown' WHERE id = :id"),
-            {"id": push_id},
-        )
-        db.session.commit()
-        later = datetime.now(UTC) + timedelta(minutes=6)
-        assert service.reconcile_pending(tenant.id, False, now=later).expired == 1
+    # Daraja acknowledged it, and its query now fails: no outcome before the deadline.
+    assert expire_with_checkout_id(app, tenant.id, push_id, "ws_CO_unknown").expired == 1
 
     assert quota_counted(app, tenant.id) == (1, 1, 1)
 
