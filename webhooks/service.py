@@ -33,6 +33,7 @@ from core.errors import NotFound
 from core.events import Event, record_event
 from core.extensions import db
 from core.ids import new_id
+from core.slots import Slot, claim_slot
 from webhooks import signing, ssrf
 from webhooks.endpoints import signing_secrets
 from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -185,7 +186,7 @@ class _Claim:
     livemode: bool
     body: bytes
     headers: dict
-    slot: str
+    slot: Slot
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def deliver(tenant_id: str, delivery_id: str) -> str:
     try:
         response = _send(claim)
     finally:
-        _release_slot(claim)
+        _release_slot(claim.slot)
     return _record(claim, response)
 
 
@@ -269,7 +270,7 @@ def _claim(tenant_id: str, delivery_id: str) -> _Claim | str:
         )
         db.session.commit()
     except BaseException:
-        _release_slot_token(tenant_id, endpoint.id, slot)
+        _release_slot(slot)
         raise
     return claim
 
@@ -426,43 +427,25 @@ def _disable_endpoint(endpoint: WebhookEndpoint, reason: str, now: datetime) -> 
     )
 
 
-# --- per-endpoint concurrency: a sorted set of in-flight tokens, each expiring on its own -----
+# --- per-endpoint concurrency: slots of requests in flight, each lapsing on its own -----------
 
 
-def _slots_key(tenant_id: str, endpoint_id: str) -> str:
-    return f"lango:webhooks:inflight:{tenant_id}:{endpoint_id}"
-
-
-def _acquire_slot(tenant_id: str, endpoint_id: str, ttl: float, limit: int) -> str | None:
-    """A slot among `limit` per endpoint, or None when all are taken. A token expires after
-    `ttl` seconds, so a killed worker cannot hold one forever. If Redis is unavailable the
-    send goes ahead: delivering beats throttling."""
+def _acquire_slot(tenant_id: str, endpoint_id: str, ttl: float, limit: int) -> Slot | None:
+    """A slot among `limit` per endpoint (core.slots), or None when all are taken. A slot
+    lapses after `ttl` seconds, so a killed worker cannot hold one forever. If Redis is
+    unavailable the send goes ahead, on a slot nobody counted: delivering beats throttling."""
     connection = current_app.extensions["lango.redis"]
-    key = _slots_key(tenant_id, endpoint_id)
-    token = secrets.token_hex(8)
-    now = time.time()
+    key = f"lango:webhooks:inflight:{tenant_id}:{endpoint_id}"
     try:
-        pipe = connection.pipeline(transaction=True)
-        pipe.zremrangebyscore(key, "-inf", now)
-        pipe.zadd(key, {token: now + ttl})
-        pipe.zcard(key)
-        pipe.expire(key, int(ttl) + 1)
-        taken = pipe.execute()[2]
-        if taken > limit:
-            connection.zrem(key, token)
-            return None
+        return claim_slot(connection, key, limit, ttl)
     except redis.RedisError:
         logger.warning("concurrency slots unavailable", extra={"endpoint_id": endpoint_id})
-    return token
+        return Slot(connection, key, secrets.token_hex(8), ttl)
 
 
-def _release_slot(claim: _Claim) -> None:
-    _release_slot_token(claim.tenant_id, claim.endpoint_id, claim.slot)
-
-
-def _release_slot_token(tenant_id: str, endpoint_id: str, token: str) -> None:
-    with contextlib.suppress(redis.RedisError):  # otherwise it expires on its own
-        current_app.extensions["lango.redis"].zrem(_slots_key(tenant_id, endpoint_id), token)
+def _release_slot(slot: Slot) -> None:
+    with contextlib.suppress(redis.RedisError):  # otherwise it lapses on its own
+        slot.release()
 
 
 # --- replay, ping, sweeper ---------------------------------------------------------------------

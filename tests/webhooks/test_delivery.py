@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from rq import Queue, SimpleWorker, Worker
 from sqlalchemy import select
 from standardwebhooks import Webhook
@@ -29,6 +30,7 @@ from core.ids import new_id
 from core.tenancy import tenant_scope
 from tests.conftest import ROOT, ApiClient, make_config
 from tests.served import wait_for_status
+from webhooks import service as delivery_service
 from webhooks import signing
 from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -318,6 +320,23 @@ def test_retry_after_asking_for_later_is_honoured_within_the_next_step(
         work_until(app, all_settled(tenant.id))
     gap = receiver.requests[1].at - receiver.requests[0].at
     assert 2.0 <= gap <= 4.5
+
+
+def test_a_delivery_goes_ahead_uncounted_when_redis_cannot_count_slots(
+    app, app_context, tenant, fast_webhooks, receivers, monkeypatch
+):
+    receiver = receivers()
+    make_endpoint(tenant.id, receiver.url)
+
+    def unavailable(*args, **kwargs):
+        raise redis.ConnectionError("Redis is down")
+
+    monkeypatch.setattr(delivery_service, "claim_slot", unavailable)
+    record(tenant.id)
+    work_until(app, all_settled(tenant.id))
+
+    (delivery,) = deliveries(tenant.id)
+    assert (delivery.status, len(receiver.requests)) == ("delivered", 1)
 
 
 def test_410_disables_the_endpoint_and_tells_the_tenant(
