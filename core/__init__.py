@@ -42,6 +42,9 @@ def create_app(config: dict | Settings | None = None) -> Flask:
     # hook, so that limits are counted per tenant (core.ratelimit).
     _register_request_hooks(app)
     _init_extensions(app, settings)
+    from core import unit_of_work
+
+    unit_of_work.init_app(app)
     _register_blueprints(app)
 
     from core.errors import register_error_handlers

@@ -162,7 +162,14 @@ def _page(status: int, message: str | None):
     return _html_error_page(status, message) if _html_error_page is not None else None
 
 
+def _fail_request_unit() -> None:
+    # Whatever the failed request wrote is rolled back by its unit of work (core.unit_of_work;
+    # the key is spelled here because that module builds on this one).
+    g.lango_request_failed = True
+
+
 def handle_lango_error(error: LangoError):
+    _fail_request_unit()
     page = _page(error.status, error.message)
     if page is not None:
         return page
@@ -179,6 +186,7 @@ def handle_lango_error(error: LangoError):
 
 
 def handle_http_exception(error: HTTPException):
+    _fail_request_unit()
     status = error.code or 500
     page = _page(status, error.description if status < 500 else None)
     if page is not None:
@@ -205,6 +213,7 @@ def _rate_limited(error: HTTPException):
 
 
 def handle_unexpected(error: Exception):
+    _fail_request_unit()
     if isinstance(error, HTTPException):
         return handle_http_exception(error)
     from core.logs import redact

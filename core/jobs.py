@@ -2,8 +2,9 @@
 
 `lango worker` and `lango scheduler` run inside an app context; a job may also run where
 there is none (a test calling it directly with an app pushed). `app_job` makes sure each job
-runs in an app context, writes one log line about it (RQ's own per-job lines are silenced
-in core.logs), and leaves no session or transaction behind for the next job.
+runs in an app context as one unit of work (committed when it returns, rolled back when it
+raises: core.unit_of_work), writes one log line about it (RQ's own per-job lines are
+silenced in core.logs), and leaves no session or transaction behind for the next job.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from functools import wraps
 
 from flask import has_app_context
 
+from core.extensions import db
+from core.unit_of_work import unit_of_work
+
 logger = logging.getLogger("lango.jobs")
 
 
 def app_job(func):
     @wraps(func)
     def run(*args, **kwargs):
-        from core.extensions import db
-
         if not has_app_context():
             from core import create_app
 
@@ -29,7 +31,8 @@ def app_job(func):
                 return run(*args, **kwargs)
         started = time.perf_counter()
         try:
-            result = func(*args, **kwargs)
+            with unit_of_work():
+                result = func(*args, **kwargs)
         except Exception as error:
             _log_job(logging.WARNING, func, "failed", started, error=type(error).__name__)
             raise

@@ -1,0 +1,93 @@
+"""Where a transaction ends.
+
+A request, a job and a CLI command are each one unit of work: services only `flush()`, and
+the edge commits once, or rolls back once when an error escapes (Indico's request handlers).
+The edges are here and nowhere else:
+
+- a request: `init_app` commits after the view returns, or rolls back when an error handler
+  answered (core.errors marks the request failed);
+- a job: `core.jobs.app_job` runs the job in `unit_of_work()`;
+- a command: commands are made with `core.cli.command` / `core.cli.group`, which run the
+  command in `unit_of_work()`;
+- a loop over tenants (a job or command visiting each tenant): `tenant_unit_of_work(t)`
+  per tenant, so one tenant's failure is its own.
+
+A commit in the middle of a unit is a `checkpoint(Checkpoint.…)`: one named call, used only
+where the design needs durability before an outside call (the pending push before Daraja is
+called, a callback's raw body before it is parsed, an idempotency claim, a webhook delivery
+claimed before it is sent). A grep for `commit()` outside this module finds none.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+
+from flask import Flask, g
+
+from core.extensions import db
+from core.tenancy import TenantBinding, tenant_scope
+
+logger = logging.getLogger("lango.units")
+
+# Set on `g` by core.errors when an error handler answers the request: its unit rolls back.
+REQUEST_FAILED = "lango_request_failed"
+
+
+class Checkpoint(StrEnum):
+    """Every commit in the middle of a unit of work, by name: the reason it must be durable
+    before the unit goes on."""
+
+    # The push row and its quota reservation exist before Daraja can take money for them.
+    PENDING_PUSH = "pending push before Daraja is called"
+    # What Daraja sent is kept even if parsing or applying it fails.
+    RAW_CALLBACK = "callback body before it is parsed"
+    # The Idempotency-Key is claimed before the work it protects starts, so a retry waits.
+    IDEMPOTENCY_CLAIM = "idempotency claim before the work"
+    # The response is stored under the Idempotency-Key before it is returned.
+    IDEMPOTENCY_RESPONSE = "idempotent response before it is returned"
+    # A webhook delivery is marked in flight before the HTTP request, and its outcome is
+    # recorded before the next attempt is planned.
+    DELIVERY_CLAIM = "webhook delivery claimed before it is sent"
+    # A Stripe or Daraja call whose outcome must not be lost if the rest of the unit fails.
+    BEFORE_OUTSIDE_CALL = "state recorded before an outside call"
+    # A subscriber's failure is recorded after its own work was rolled back.
+    SUBSCRIBER_FAILURE = "a subscriber's failure recorded after its rollback"
+
+
+def checkpoint(name: Checkpoint) -> None:
+    """Commit what the unit did so far (and begin afresh in the same tenant scope)."""
+    logger.debug("checkpoint: %s", name)
+    db.session.commit()
+
+
+@contextmanager
+def unit_of_work() -> Iterator[None]:
+    """Commit once at the end of the block, or roll back once if it raises."""
+    try:
+        yield
+    except BaseException:
+        db.session.rollback()
+        raise
+    db.session.commit()
+
+
+@contextmanager
+def tenant_unit_of_work(tenant) -> Iterator[TenantBinding]:
+    """`tenant_scope(tenant)` as one unit of work: committed before the scope ends (a scope
+    rolls back whatever is left open when it ends)."""
+    with tenant_scope(tenant) as binding, unit_of_work():
+        yield binding
+
+
+def init_app(app: Flask) -> None:
+    @app.after_request
+    def end_request_unit(response):
+        # Before the response leaves, so a client that sees 2xx can rely on what it says.
+        if g.pop(REQUEST_FAILED, False):
+            db.session.rollback()
+        else:
+            db.session.commit()
+        return response
