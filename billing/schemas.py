@@ -3,7 +3,7 @@
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from core.api import MAX_BIG_INTEGER, StrictBoolean, UtcDateTime, list_schema
-from payments.schemas import PhoneNumber
+from core.phone import PhoneNumber
 
 # --- plans, subscription and usage -----------------------------------------------------
 

@@ -19,8 +19,8 @@ from core.api import paginate
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
+from core.phone import mask_phone
 from core.tenancy import quote_schema, schema_name_for
-from payments.phone import mask_phone
 
 EXPORT_COLUMNS = (
     "seq",

@@ -31,9 +31,9 @@ from compliance import fraud
 from compliance.velocity import EAT
 from core.errors import ValidationFailed
 from core.extensions import db
+from core.phone import mask_phone
 from core.tenancy import tenant_scope
 from payments.models import PushStatus, StkPush
-from payments.phone import mask_phone
 
 WINDOW = timedelta(days=7)
 SAMPLE_SIZE = 20

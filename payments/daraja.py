@@ -33,8 +33,8 @@ from redis import Redis
 from redis.exceptions import LockError, RedisError
 from urllib3.exceptions import NewConnectionError
 
+from core.phone import mask_phone
 from payments.circuit import CircuitOpen, RedisCircuitBreaker
-from payments.phone import mask_phone
 
 logger = logging.getLogger("lango.payments.daraja")
 

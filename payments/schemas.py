@@ -14,24 +14,12 @@ from marshmallow import (
 )
 
 from core.api import ListQuerySchema, UtcDateTime, list_schema
+from core.phone import PhoneNumber
 from payments.daraja import result_code_text
-from payments.phone import normalize_phone
 
 MAX_AMOUNT = 250_000  # M-Pesa's per-transaction limit for customers (KES)
 MAX_METADATA_BYTES = 2048
 STATUSES = ("pending", "succeeded", "failed", "cancelled", "expired")
-
-
-class PhoneNumber(fields.String):
-    """A Kenyan mobile number in any common form, loaded as 12 digits."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        normalized = normalize_phone(super()._deserialize(value, attr, data, **kwargs))
-        if normalized is None:
-            raise ValidationError(
-                "Must be a Kenyan mobile number, e.g. 0708374149 or 254708374149."
-            )
-        return normalized
 
 
 class StkPushCreateSchema(Schema):

@@ -37,10 +37,10 @@ from core.events import record_event
 from core.extensions import db
 from core.idempotency import Claim
 from core.ids import new_id
+from core.phone import mask_phone
 from core.tenancy import require_tenant
 from payments.daraja import DarajaClient, DarajaCredentials, DarajaError, DarajaRejected
 from payments.models import CallbackOutcome, MpesaCallback, PushStatus, StkPush
-from payments.phone import mask_phone
 from payments.schemas import DarajaCallbackSchema, StkPushSchema
 from tenants.service import Caller
 

@@ -26,11 +26,11 @@ from billing.dunning import SUSPENSION_REASON
 from billing.models import InvoiceStatus
 from core.errors import LangoError
 from core.extensions import db
+from core.phone import normalize_phone
 from core.streams import capped_event_stream
 from frontend.auth import is_owner, require_role
 from frontend.dashboard import bp
 from frontend.dashboard.payments import STREAMS_PER_MEMBER
-from payments.phone import normalize_phone
 from tenants.models import MemberRole
 
 INVOICES_PER_PAGE = 12

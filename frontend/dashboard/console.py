@@ -18,10 +18,10 @@ from wtforms.validators import (
 
 from compliance.audit import Actor, ActorType
 from core.errors import LangoError, NotFound
+from core.phone import normalize_phone
 from frontend.auth import EDITORS, require_role
 from frontend.dashboard import bp
 from payments import service
-from payments.phone import normalize_phone
 from payments.sandbox.outcomes import MAGIC_NUMBERS
 from payments.schemas import MAX_AMOUNT
 from tenants.service import Caller

@@ -16,13 +16,13 @@ from wtforms.validators import NumberRange, Optional, ValidationError
 
 from core.api import paginate
 from core.extensions import db
+from core.phone import normalize_phone
 from core.streams import capped_event_stream
 from core.tenancy import tenant_scope
 from frontend.dashboard import bp
 from frontend.fields import EatDayField
 from payments import reports, service
 from payments.models import StkPush
-from payments.phone import normalize_phone
 from payments.schemas import MAX_AMOUNT, STATUSES
 
 PAGE_SIZE = 25

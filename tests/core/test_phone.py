@@ -1,6 +1,6 @@
 import pytest
 
-from payments.phone import mask_phone, normalize_phone
+from core.phone import mask_phone, normalize_phone
 
 
 @pytest.mark.parametrize(
