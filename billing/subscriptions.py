@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from blinker import Namespace
 from limits import parse_many
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,6 +37,7 @@ from billing.models import (
     SubscriptionStatus,
 )
 from billing.stripe_subscriptions import billed_by_stripe, open_in_stripe, use_payment_method
+from core.changes import plan_changed
 from core.errors import Conflict, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
@@ -49,7 +49,6 @@ DEFAULT_PLAN = "sandbox"
 # Sent inside the transaction that switches a tenant's plan (upgrade now, or a downgrade at
 # period end) with from_plan and to_plan (Plan rows): e.g. Stripe follows the change.
 # A receiver that raises rolls the change back.
-plan_changed = Namespace().signal("plan-changed")
 
 # How long a process trusts a tenant's plan rate limit it has looked up. A plan change in
 # this process forgets it at once; other processes follow within this many seconds.

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pyotp
-from blinker import Namespace
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from core import signin_throttle, totp
+from core.changes import member_changed
 from core.crypto import decrypt, encrypt
 from core.errors import (
     AuthenticationFailed,
@@ -46,7 +46,6 @@ logger = logging.getLogger("lango.members")
 
 # Sent in the change's transaction with `action` (an audit action value such as
 # "member.invited"), `target_type`, `tenant_id`, `actor_id`, `actor_label` and `diff`.
-member_changed = Namespace().signal("member-changed")
 
 INVITE_LIFETIME = timedelta(days=7)
 MIN_PASSWORD_LENGTH = 10  # as the API's sign-up (tenants.schemas)

@@ -9,11 +9,11 @@ import string
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from blinker import Namespace
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.api import paginate
+from core.changes import api_key_changed, tenant_created
 from core.errors import AuthenticationFailed, Conflict, NotFound, TenantSuspended
 from core.extensions import db
 from core.ids import new_id
@@ -27,11 +27,9 @@ DEFAULT_PLAN = "sandbox"
 # `payment_method` (opaque here): billing subscribes the tenant to its plan there — in
 # Stripe too, which may charge a card — and may refuse, rolling the whole sign-up back.
 # A signal keeps tenants free of billing imports: billing depends on tenants, not the reverse.
-tenant_created = Namespace().signal("tenant-created")
 # Sent in the key's transaction, before it commits, with `change` ("created", "revoked",
 # "rolled"; a roll also sends `replacement`): compliance audits it (it may not be imported
 # here, so it listens instead; a receiver that raises rolls the change back).
-api_key_changed = Namespace().signal("api-key-changed")
 MAX_ROLL_GRACE = timedelta(hours=24)
 # Active keys a tenant may hold per mode: ample for one key per service and environment, and
 # a bound on credentials to guard (the rate limit is the tenant's, whatever the key count).

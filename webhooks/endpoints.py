@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from blinker import Namespace
 from flask import current_app
 from sqlalchemy import func, select, text, update
 
 from core import crypto
+from core.changes import endpoint_changed
 from core.errors import NotFound, PermissionDenied, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
@@ -50,7 +50,6 @@ def use_endpoint_limits(resolver: Callable[[str], int | None]) -> None:
 # Sent in the endpoint's transaction, before it commits, with `change` ("created", "updated",
 # "deleted"), `tenant_id` and the `before`/`after` settings: compliance audits it (webhooks
 # never imports compliance; a receiver that raises rolls the change back).
-endpoint_changed = Namespace().signal("webhook-endpoint-changed")
 
 
 def audited_state(endpoint: WebhookEndpoint) -> dict:
