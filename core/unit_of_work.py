@@ -44,6 +44,8 @@ class Checkpoint(StrEnum):
     PENDING_PUSH = "pending push before Daraja is called"
     # What Daraja sent is kept even if parsing or applying it fails.
     RAW_CALLBACK = "callback body before it is parsed"
+    # A failed staff sign-in stays in the audit trail although its request then fails.
+    FAILED_SIGN_IN = "failed sign-in audited before the request fails"
     # The Idempotency-Key is claimed before the work it protects starts, so a retry waits.
     IDEMPOTENCY_CLAIM = "idempotency claim before the work"
     # The response is stored under the Idempotency-Key before it is returned.
