@@ -53,6 +53,8 @@ class Checkpoint(StrEnum):
     # A webhook delivery is marked in flight before the HTTP request, and its outcome is
     # recorded before the next attempt is planned.
     DELIVERY_CLAIM = "webhook delivery claimed before it is sent"
+    # The key's platform transaction ends before the request's tenant-bound ones begin.
+    CALLER_RESOLVED = "API key resolved before the tenant transaction begins"
     # A Stripe or Daraja call whose outcome must not be lost if the rest of the unit fails.
     BEFORE_OUTSIDE_CALL = "state recorded before an outside call"
     # A subscriber's failure is recorded after its own work was rolled back.
