@@ -5,12 +5,23 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from importlib import import_module
 
 from flask import Flask, g, request
 from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from core import outbox, unit_of_work
+from core.api import NUL_MESSAGE, docs_assets, field_with_nul, validation_error
+from core.auth import authenticate_if_needed
 from core.config import Settings, load_settings
+from core.errors import NotFound, register_error_handlers
+from core.extensions import api, db, limiter, login_manager, migrate
+from core.health import blp as health
+from core.logs import configure_logging, redact
+from core.migrations import PUBLIC_MIGRATIONS
+from core.ratelimit import api_key_limit
+from core.tenancy import clear_stale_binding, leave_tenant
 
 logger = logging.getLogger("lango.requests")
 
@@ -18,9 +29,6 @@ logger = logging.getLogger("lango.requests")
 def create_app(config: dict | Settings | None = None) -> Flask:
     """Build the web application. `config` overrides the environment (tests pass a dict)."""
     settings = config if isinstance(config, Settings) else load_settings(config)
-
-    from core.logs import configure_logging
-
     configure_logging(settings.LOG_LEVEL, settings.LANGO_ENV)
 
     app = Flask(__name__)
@@ -42,62 +50,19 @@ def create_app(config: dict | Settings | None = None) -> Flask:
     # hook, so that limits are counted per tenant (core.ratelimit).
     _register_request_hooks(app)
     _init_extensions(app, settings)
-    from core import unit_of_work
-
     unit_of_work.init_app(app)
-    _register_blueprints(app)
-
-    from core.errors import register_error_handlers
-
+    outbox.init_app(app)
+    app.register_blueprint(docs_assets)
+    api.register_blueprint(health)
+    # The composition: each package registers what it brings, lowest layer first, so a
+    # package's init_app may use what those below it registered. Core names no package.
+    for name in settings.LANGO_PACKAGES:
+        import_module(name).init_app(app)
     register_error_handlers(app)
-    _connect_domain_signals()
     return app
 
 
-def _connect_domain_signals() -> None:
-    """Domains that react to another's events, or plug into core's hooks, wired in one place
-    (blinker dedupes)."""
-    from billing.invoices import settle_invoice_payment
-    from billing.stripe_subscriptions import follow_plan_change
-    from billing.subscriptions import (
-        current_subscription,
-        plan_changed,
-        plan_rate_limit,
-        subscribe_new_tenant,
-    )
-    from compliance import audit
-    from compliance.fraud import count_cancellation
-    from core.events import event_recorded
-    from core.ratelimit import use_tenant_limits
-    from payments.service import push_finished
-    from staff.models import StaffUser
-    from tenants.members import member_changed
-    from tenants.service import api_key_changed, tenant_created
-    from webhooks.endpoints import endpoint_changed, use_endpoint_limits
-    from webhooks.service import fan_out
-
-    tenant_created.connect(subscribe_new_tenant)
-    use_tenant_limits(plan_rate_limit)
-    # The plan caps webhook endpoints; webhooks asks through this hook, never importing billing.
-    use_endpoint_limits(lambda tenant_id: current_subscription(tenant_id)[1].max_webhook_endpoints)
-    push_finished.connect(settle_invoice_payment)
-    push_finished.connect(count_cancellation)  # feeds fraud velocity counters
-    plan_changed.connect(follow_plan_change)
-    # Each event's webhook deliveries are created in the event's own transaction.
-    event_recorded.connect(fan_out)
-    # Audited in the change's own transaction: the entry commits, or rolls back, with it.
-    tenant_created.connect(audit.on_tenant_created)
-    plan_changed.connect(audit.on_plan_changed)
-    api_key_changed.connect(audit.on_api_key_changed)
-    endpoint_changed.connect(audit.on_endpoint_changed)
-    member_changed.connect(audit.on_member_changed)
-    # Staff signed in to the consoles act as themselves in the trail (members are known).
-    audit.name_session_users(StaffUser, audit.ActorType.STAFF)
-
-
 def _flask_config(settings: Settings) -> dict:
-    from core.ratelimit import api_key_limit
-
     return {
         "SECRET_KEY": settings.SECRET_KEY,
         "SQLALCHEMY_DATABASE_URI": settings.DATABASE_URL,
@@ -152,9 +117,6 @@ def _limits_storage_uri(redis_url: str) -> str:
 
 
 def _init_extensions(app: Flask, settings: Settings) -> None:
-    from core.extensions import api, db, limiter, login_manager, migrate
-    from core.migrations import PUBLIC_MIGRATIONS
-
     db.init_app(app)
     # Flask-Migrate drives the public tree (`lango alembic …` for revisions);
     # core.migrations drives the per-tenant tree.
@@ -170,57 +132,7 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
         return response
 
 
-def _register_blueprints(app: Flask) -> None:
-    """Every blueprint, in one place."""
-    from billing.api import invoices, plans, stripe_callbacks, subscription
-    from compliance.api import admin_audit_log, admin_fraud, audit_log
-    from compliance.kyc_api import admin_kyc, kyc_records
-    from core.api import docs_assets
-    from core.extensions import api
-    from core.health import blp as health
-    from payments.api import callbacks, mpesa_credentials, stk_pushes
-    from staff.api import admin_tenants, staff_login, staff_session
-    from tenants.api import api_keys, signup, tenant
-    from webhooks.api import event_log, webhook_endpoints
-
-    app.register_blueprint(docs_assets)
-    for blueprint in (
-        health,
-        signup,
-        tenant,
-        api_keys,
-        stk_pushes,
-        mpesa_credentials,
-        callbacks,
-        plans,
-        subscription,
-        invoices,
-        stripe_callbacks,
-        webhook_endpoints,
-        event_log,
-        audit_log,
-        staff_login,
-        staff_session,
-        admin_tenants,
-        kyc_records,
-        admin_kyc,
-        admin_audit_log,
-        admin_fraud,
-    ):
-        api.register_blueprint(blueprint)
-
-    from frontend import init_frontend
-
-    init_frontend(app)
-
-
 def _register_request_hooks(app: Flask) -> None:
-    from core.api import NUL_MESSAGE, field_with_nul, validation_error
-    from core.errors import NotFound
-    from core.logs import redact
-    from core.tenancy import clear_stale_binding, leave_tenant
-    from tenants.auth import authenticate_request
-
     @app.before_request
     def assign_request_id() -> None:
         g.request_id = "req_" + secrets.token_hex(12)
@@ -240,11 +152,8 @@ def _register_request_hooks(app: Flask) -> None:
         if name is not None:
             raise validation_error({name: [NUL_MESSAGE]})
 
-    @app.before_request
-    def authenticate() -> None:
-        blueprint = app.blueprints.get(request.blueprint or "")
-        if getattr(blueprint, "authenticated", False):
-            authenticate_request()
+    # The authentication a package provided (tenants: API keys), before Flask-Limiter counts.
+    app.before_request(authenticate_if_needed)
 
     @app.after_request
     def retry_after_only_when_asked(response):

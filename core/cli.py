@@ -1,17 +1,20 @@
 """`lango`: the operator's one command (a Flask CLI group on the app factory).
 
+Core's own commands are here:
+
 lango up             the whole platform (embedded servers unless URLs are given)
 lango worker         RQ workers (with the scheduler) for every queue
-lango queues         queue depths, failed jobs, the oldest due webhook delivery
+lango scheduler      the periodic jobs the packages registered
 lango db upgrade     public schema, then every tenant schema behind head
 lango db status      is everything at head? (reads the registry; milliseconds)
-lango tenants …      tenant operations
+
+The packages add theirs to `app.cli` in their `init_app` (`lango queues`, `lango tenants …`,
+`lango staff …`, `lango audit …`, `lango sandbox` …); `lango --help` lists them all.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import secrets
 import signal
@@ -32,6 +35,12 @@ from redis import Redis
 
 from core import create_app
 from core.embedded import DEFAULT_DATA_DIR, start_embedded
+from core.jobs import periodic_jobs
+from core.private_files import write_private
+
+# Every RQ queue, the most urgent first (a worker takes from the first non-empty one): events
+# reach their subscribers first, then webhook deliveries, then everything else.
+QUEUES = ("events", "webhooks", "default", "billing")
 
 
 def _create_app():
@@ -137,106 +146,8 @@ def _public_revision() -> str | None:
     return migration_status(database.engine).public_revision
 
 
-@main.group()
-def tenants() -> None:
-    """Tenant operations."""
-
-
-@tenants.command("demo")
-def tenants_demo() -> None:
-    """Create (or reuse) the demo tenant; print a fresh test key and dashboard sign-in."""
-    from tenants.service import ensure_demo_tenant
-
-    demo = ensure_demo_tenant()
-    click.echo(f"demo tenant {demo.tenant.id} ({demo.tenant.business_name})")
-    click.echo(f"test key: {demo.issued.secret}")
-    click.echo(f"dashboard sign-in: {demo.email} / {demo.password}")
-
-
-@main.command("demo-sign-ins", hidden=True)
-@click.option("--keep", "keep", type=click.Path(path_type=Path), required=True)
-def demo_sign_ins(keep: Path) -> None:
-    """`lango up`'s demo sign-ins (tenant owner, test key and, in development, staff), kept
-    in `--keep` (mode 0600) and reused across restarts while they still work; anything that
-    no longer works (a revoked key, a changed password) is replaced and kept anew.
-
-    The database holds only hashes of these secrets: the file is where the plaintext lives."""
-    from core.extensions import db as database
-
-    kept = _read_kept(keep)
-    tenant, kept = _demo_tenant(kept)
-    click.echo(f"demo tenant {tenant.id} ({tenant.business_name})")
-    click.echo(f"test key: {kept['test_key']}")
-    click.echo(f"dashboard sign-in: {kept['owner_email']} / {kept['owner_password']}")
-    if current_app.extensions["lango.settings"].is_development:
-        totp_secret, kept = _demo_staff(kept)
-        click.echo(
-            f"staff sign-in (admin + compliance): {kept['staff_email']} / {kept['staff_password']}"
-        )
-        click.echo(f"  TOTP secret {totp_secret} — add it to an authenticator app, or print")
-        click.echo(f"  the current code: lango staff code {kept['staff_email']}")
-    database.session.commit()
-    _write_private(keep, json.dumps(kept, indent=2))
-
-
-def _read_kept(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _demo_tenant(kept: dict):
-    """The demo tenant, reusing the kept owner password and test key if both still work."""
-    from sqlalchemy import select
-
-    from core.errors import LangoError
-    from core.extensions import db as database
-    from core.passwords import password_matches
-    from tenants.models import Member
-    from tenants.service import authenticate, ensure_demo_tenant, get_tenant
-
-    owner = None
-    if kept.get("owner_email"):
-        owner = database.session.scalar(select(Member).where(Member.email == kept["owner_email"]))
-    if owner is not None and password_matches(owner.password_hash, kept.get("owner_password", "")):
-        try:
-            caller = authenticate(kept.get("test_key", ""))
-        except LangoError:
-            caller = None
-        if caller is not None and caller.tenant_id == owner.tenant_id and not caller.livemode:
-            return get_tenant(owner.tenant_id), kept
-    demo = ensure_demo_tenant()
-    database.session.commit()
-    kept = {
-        **kept,
-        "owner_email": demo.email,
-        "owner_password": demo.password,
-        "test_key": demo.issued.secret,
-    }
-    return demo.tenant, kept
-
-
-def _demo_staff(kept: dict) -> tuple[str, dict]:
-    """The demo staff user's TOTP secret, reusing the kept password if it still works."""
-    from sqlalchemy import select
-
-    from core.crypto import decrypt
-    from core.extensions import db as database
-    from core.passwords import password_matches
-    from staff.demo import DEMO_STAFF_EMAIL, ensure_demo_staff
-    from staff.models import StaffUser
-
-    staff = database.session.scalar(select(StaffUser).where(StaffUser.email == DEMO_STAFF_EMAIL))
-    if staff is not None and password_matches(staff.password_hash, kept.get("staff_password", "")):
-        return decrypt(staff.totp_secret), {**kept, "staff_email": staff.email}
-    demo = ensure_demo_staff()
-    database.session.commit()
-    return demo.totp_secret, {**kept, "staff_email": demo.email, "staff_password": demo.password}
-
-
 @main.command("worker")
-@click.option("--queues", default="webhooks,default,billing", show_default=True)
+@click.option("--queues", default=",".join(QUEUES), show_default=True)
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @click.option(
     "--processes",
@@ -290,68 +201,18 @@ def _run_worker_processes(count: int, queues: str, burst: bool) -> None:
         _stop([("worker", child) for child in children])
 
 
-@tenants.command("enable-live")
-@click.argument("tenant_id")
-def tenants_enable_live(tenant_id: str) -> None:
-    """Turn live mode on for a tenant with credentials, and print its first live key.
-
-    (An operator decides until compliance approval arrives.)"""
-    from core.extensions import db as database
-    from payments.credentials import get_credentials
-    from tenants.service import create_api_key, get_tenant
-
-    tenant = get_tenant(tenant_id)
-    if get_credentials(tenant_id) is None:
-        raise click.ClickException("the tenant has no M-Pesa credentials yet")
-    tenant.live_enabled = True
-    database.session.commit()
-    issued = create_api_key(tenant_id, livemode=True, name="First live key")
-    click.echo(f"live mode enabled for {tenant_id}")
-    click.echo(f"live key (shown once): {issued.secret}")
-
-
-@main.command("rotate-encryption")
-def rotate_encryption() -> None:
-    """Re-encrypt stored secrets with the newest ENCRYPTION_KEYS key."""
-    from payments.credentials import rotate_encryption as rotate
-
-    click.echo(f"re-encrypted {rotate()} credential sets")
-
-
 @main.command("scheduler")
 def scheduler() -> None:
-    """Run the periodic jobs (RQ's cron scheduler): reconcile and expire STK pushes."""
+    """Run the periodic jobs the packages registered (RQ's cron scheduler): reconcile and
+    expire pushes, sweep the outbox and deliveries, close billing periods, anchor the audit
+    trail… One scheduler holds the cron lock at a time."""
     from rq.cron import CronScheduler
 
-    from payments.jobs import reconcile_pending_pushes
-
-    settings = current_app.extensions["lango.settings"]
     cron = CronScheduler(connection=current_app.extensions["lango.redis"])
-    cron.register(
-        reconcile_pending_pushes,
-        queue_name="default",
-        interval=max(5, settings.RECONCILE_INTERVAL_SECONDS // 2),
-        job_timeout=300,
-    )
-    from billing.jobs import check_usage_drift, close_billing_periods, suspend_overdue_tenants
-
-    # Both are safe to run twice or concurrently; every 5 minutes bills a period promptly.
-    cron.register(close_billing_periods, queue_name="billing", interval=300, job_timeout=600)
-    cron.register(suspend_overdue_tenants, queue_name="billing", interval=300, job_timeout=300)
-    # Read-only: reports counters that disagree with their usage records, fixes nothing.
-    cron.register(check_usage_drift, queue_name="billing", interval=600, job_timeout=600)
-    from webhooks.jobs import sweep_due_deliveries
-
-    # Re-enqueues deliveries whose job was lost (Redis flushed, worker killed): no loss.
-    cron.register(sweep_due_deliveries, queue_name="webhooks", interval=30, job_timeout=300)
-    from tenants.jobs import purge_idempotency_keys
-
-    # Idempotency-Keys are kept 24 h, then dropped so the table stays small.
-    cron.register(purge_idempotency_keys, queue_name="default", interval=3600, job_timeout=600)
-    from compliance.jobs import checkpoint_audit_chain
-
-    # Anchors the audit chain's head outside the database: deleting entries up to it shows.
-    cron.register(checkpoint_audit_chain, queue_name="default", interval=60, job_timeout=300)
+    for job in periodic_jobs(current_app):
+        cron.register(
+            job.func, queue_name=job.queue, interval=job.interval, job_timeout=job.timeout
+        )
     cron.start()
 
 
@@ -548,18 +409,8 @@ def _development_secret(data_dir: Path, name: str, fernet: bool = False) -> str:
     path = data_dir / name
     data_dir.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        _write_private(
-            path, Fernet.generate_key().decode() if fernet else secrets.token_urlsafe(48)
-        )
+        write_private(path, Fernet.generate_key().decode() if fernet else secrets.token_urlsafe(48))
     return path.read_text().strip()
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner may read (mode 0600 from the start, not after)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-    path.chmod(0o600)  # an older file keeps its mode through O_CREAT
 
 
 def _write_runtime_env(data_dir: Path) -> None:
@@ -576,22 +427,8 @@ def _write_runtime_env(data_dir: Path) -> None:
         "WEBHOOK_ALLOW_PRIVATE_TARGETS",
         "AUDIT_CHECKPOINT_DIR",
     )
-    _write_private(path, "".join(f"{name}={os.environ[name]}\n" for name in names))
+    write_private(path, "".join(f"{name}={os.environ[name]}\n" for name in names))
 
-
-def _register_domain_commands() -> None:
-    from compliance.cli import audit as audit_command
-    from payments.cli import sandbox as sandbox_command
-    from staff.cli import staff as staff_command
-    from webhooks.cli import queues as queues_command
-
-    main.add_command(sandbox_command)
-    main.add_command(queues_command)
-    main.add_command(audit_command)
-    main.add_command(staff_command)
-
-
-_register_domain_commands()
 
 if __name__ == "__main__":
     main()

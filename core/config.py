@@ -49,6 +49,13 @@ def _proxy_count(value: str) -> int:
     return number
 
 
+def _package_list(value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    if not names or not all(name.isidentifier() for name in names):
+        raise ValueError("must be package names separated by commas, lowest layer first")
+    return names
+
+
 def _database_url(value: str) -> str:
     scheme = urlsplit(value).scheme
     if scheme in {"postgres", "postgresql", "postgresql+psycopg"}:
@@ -112,6 +119,19 @@ class Settings:
     ENCRYPTION_KEYS: tuple[str, ...] = ()
     LANGO_ENV: str = "production"
     LOG_LEVEL: str = "INFO"
+    # The domain packages the app is built from, lowest layer first: each one's `init_app`
+    # registers what it brings (blueprints, commands, subscribers, hooks, periodic jobs) and
+    # may rely on what the packages before it registered. A deployment may leave out the top
+    # ones (e.g. `frontend` for an API-only web tier), never one that others build on.
+    LANGO_PACKAGES: tuple[str, ...] = (
+        "tenants",
+        "billing",
+        "compliance",
+        "webhooks",
+        "payments",
+        "staff",
+        "frontend",
+    )
     # Reverse proxies in front of the web process that append to X-Forwarded-For and
     # X-Forwarded-Proto. 0: the connection's address is the client's (a forged header is
     # ignored); N: the address the Nth proxy from the app saw, as werkzeug's ProxyFix reads it.
@@ -187,6 +207,7 @@ class Settings:
 
 
 _PARSERS = {
+    "LANGO_PACKAGES": _package_list,
     "DATABASE_URL": _database_url,
     "REDIS_URL": _redis_url,
     "ENCRYPTION_KEYS": _encryption_keys,

@@ -11,14 +11,36 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 
-from flask import has_app_context
+from flask import Flask, has_app_context
 
 from core.extensions import db
 from core.unit_of_work import unit_of_work
 
 logger = logging.getLogger("lango.jobs")
+
+_PERIODIC = "lango.periodic"
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    func: Callable
+    queue: str
+    interval: int
+    timeout: int
+
+
+def register_periodic(app: Flask, func: Callable, *, queue: str, interval: int, timeout: int):
+    """A job `lango scheduler` runs every `interval` seconds (packages register theirs in
+    `init_app`). It must be safe to run twice or concurrently."""
+    app.extensions.setdefault(_PERIODIC, []).append(PeriodicJob(func, queue, interval, timeout))
+
+
+def periodic_jobs(app: Flask) -> list[PeriodicJob]:
+    return list(app.extensions.get(_PERIODIC, []))
 
 
 def app_job(func):

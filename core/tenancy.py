@@ -21,8 +21,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
+
+from core.extensions import db
 
 # `t_` + a lowercase ULID. Checked before any identifier reaches SQL, and always quoted.
 SCHEMA_NAME_PATTERN = re.compile(r"^t_[0-9a-z]{26}$")
@@ -78,8 +80,6 @@ def tenant_scope(tenant) -> Iterator[TenantBinding]:
     exit, so no later code can run on a connection still routed to this tenant. Entering a
     different tenant while a transaction is open raises TenantScopeError.
     """
-    from core.extensions import db
-
     tenant_id = tenant if isinstance(tenant, str) else tenant.id
     binding = TenantBinding(tenant_id=tenant_id, schema=schema_name_for(tenant_id))
     session = db.session()
@@ -94,6 +94,14 @@ def tenant_scope(tenant) -> Iterator[TenantBinding]:
         if session.in_transaction() and session.info.get(_BOUND_SCHEMA) == binding.schema:
             session.rollback()
         _current.reset(token)
+
+
+def registered_tenant_ids() -> list[str]:
+    """Every tenant in the schema registry (`public.tenants`), for jobs that visit each
+    tenant. Read in its own short transaction, outside any tenant scope."""
+    ids = list(db.session.scalars(text("SELECT id FROM public.tenants ORDER BY id")))
+    db.session.rollback()
+    return ids
 
 
 def enter_tenant(tenant_id: str):

@@ -12,9 +12,10 @@ from __future__ import annotations
 from flask import Flask
 
 
-def init_frontend(app: Flask) -> None:
+def init_app(app: Flask) -> None:
     """Register every page blueprint, CSRF protection, template helpers and the HTML error
-    pages. Called from `core.create_app`, the composition root."""
+    pages."""
+    # Imported when the app is built, not with the package: the pages load every domain.
     from core.errors import use_html_errors
     from frontend import admin, compliance, formatting, site, staff_login
     from frontend.auth import csrf

@@ -9,7 +9,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from core import create_app
 from core.api import Blueprint
-from core.events import Event, record_event
+from core.events import Event, EventType, record_event
 from core.extensions import db
 from core.tenancy import TenantScopeError, current_tenant, tenant_scope
 from tests.conftest import make_config, reset_state
@@ -33,7 +33,7 @@ def test_concurrent_writers_never_see_each_others_rows(app, tenant_factory):
                 mine = set()
                 for number in range(rounds):
                     barrier.wait(timeout=10)  # both tenants inside a transaction at once
-                    event = record_event("test.written", {"n": number}, livemode=False)
+                    event = record_event(EventType.PING, {"n": number}, livemode=False)
                     mine.add(event.id)
                     db.session.commit()
                 written[tenant.id] = mine
@@ -66,7 +66,7 @@ def test_pooled_connection_carries_nothing_into_the_next_tenants_request(
         row = db.session.execute(
             text("SELECT pg_backend_pid(), current_setting('search_path'), count(*) FROM events")
         ).one()
-        record_event("probe.seen", {}, livemode=False)
+        record_event(EventType.PING, {}, livemode=False)
         db.session.commit()
         return jsonify(pid=row[0], search_path=row[1], events=row[2])
 
@@ -112,7 +112,7 @@ def test_tenant_table_outside_a_scope_fails_loudly(app_context, tenant):
     db.session.rollback()
 
     with pytest.raises(TenantScopeError):
-        record_event("test.unscoped", {}, livemode=False)
+        record_event(EventType.PING, {}, livemode=False)
 
 
 def test_raw_sql_inside_a_scope_hits_that_tenants_schema(app_context, tenant_factory):
@@ -136,9 +136,9 @@ def test_raw_sql_inside_a_scope_hits_that_tenants_schema(app_context, tenant_fac
 
 def test_scope_survives_commits(app_context, tenant):
     with tenant_scope(tenant.id):
-        record_event("test.one", {}, livemode=False)
+        record_event(EventType.PING, {}, livemode=False)
         db.session.commit()
-        record_event("test.two", {}, livemode=False)
+        record_event(EventType.PING, {}, livemode=False)
         db.session.commit()
         path = db.session.execute(text("SELECT current_setting('search_path')")).scalar()
         assert path == tenant.schema
@@ -149,7 +149,7 @@ def test_switching_tenant_inside_an_open_transaction_raises(app_context, tenant_
     alpha, beta = tenant_factory("Alpha Ltd"), tenant_factory("Beta Ltd")
 
     with tenant_scope(alpha.id):
-        record_event("test.pending", {}, livemode=False)
+        record_event(EventType.PING, {}, livemode=False)
         db.session.flush()
         with pytest.raises(TenantScopeError, match="open transaction"), tenant_scope(beta.id):
             pass
@@ -164,7 +164,7 @@ def test_entering_a_scope_on_an_open_platform_transaction_raises(app_context, te
 
 def test_leaving_a_scope_discards_uncommitted_work_and_the_binding(app_context, tenant):
     with tenant_scope(tenant.id):
-        record_event("test.uncommitted", {}, livemode=False)
+        record_event(EventType.PING, {}, livemode=False)
         db.session.flush()
 
     assert current_tenant() is None
