@@ -46,6 +46,8 @@ class Checkpoint(StrEnum):
     RAW_CALLBACK = "callback body before it is parsed"
     # A failed staff sign-in stays in the audit trail although its request then fails.
     FAILED_SIGN_IN = "failed sign-in audited before the request fails"
+    # A push Daraja refused stays failed, its reservation released, although its request fails.
+    REFUSED_PUSH = "refused push failed before the request fails"
     # The Idempotency-Key is claimed before the work it protects starts, so a retry waits.
     IDEMPOTENCY_CLAIM = "idempotency claim before the work"
     # The response is stored under the Idempotency-Key before it is returned.
