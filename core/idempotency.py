@@ -1,8 +1,10 @@
 """Idempotency-Key for POST endpoints (tenant schema), exact under concurrency.
 
 The first request with a key claims it with an INSERT … ON CONFLICT DO NOTHING committed on
-its own, so of any number of simultaneous requests exactly one executes. It then stores its
-status and body; a retry with the same key and body gets that response again
+its own (a named checkpoint), so of any number of simultaneous requests exactly one
+executes. It then stores its status and body in the request's own unit of work, so the
+answer commits with the work it describes; an error answer is stored after the work is
+rolled back. A retry with the same key and body gets that response again
 (`Idempotent-Replayed: true`). Same key with another body → 409 idempotency_key_reused; same
 key while the first is still running → 409 idempotency_key_in_use. Validation failures never
 reach here (they are not stored, so a corrected retry works), and a request that crashes
@@ -25,6 +27,7 @@ from sqlalchemy import text
 from core import crypto
 from core.errors import Conflict, LangoError, ValidationFailed, handle_lango_error
 from core.extensions import db
+from core.unit_of_work import Checkpoint, checkpoint
 
 logger = logging.getLogger("lango.idempotency")
 
@@ -110,12 +113,19 @@ def idempotent(view=None, *, secret_in_response: bool = False):
         try:
             response = view(*args, **kwargs)
         except LangoError as error:
+            # The answer is the error, kept for retries; the work the view did is not kept
+            # (the unit rolls back here, the request's own rollback then finds nothing).
             response = handle_lango_error(error)
+            db.session.rollback()
+            _complete(outcome, response, encrypt=secret_in_response)
+            checkpoint(Checkpoint.IDEMPOTENCY_RESPONSE)
+            return response
         except BaseException:
             _release(outcome)
             raise
         if not isinstance(response, Response):
             response = jsonify(response)
+        # Stored in the request's unit of work: the answer commits with the work it describes.
         _complete(outcome, response, encrypt=secret_in_response)
         return response
 
@@ -134,7 +144,6 @@ def _request_hash() -> str:
 
 def _claim(livemode: bool, key: str, request_hash: str) -> Claim | Response:
     """Claim the key (a Claim: go ahead), or answer for an earlier request with it."""
-    db.session.rollback()
     token = secrets.token_hex(16)
     claimed = db.session.execute(
         text(
@@ -144,7 +153,7 @@ def _claim(livemode: bool, key: str, request_hash: str) -> Claim | Response:
         {"livemode": livemode, "key": key, "hash": request_hash, "token": token},
     ).scalar()
     if claimed is not None:
-        db.session.commit()
+        checkpoint(Checkpoint.IDEMPOTENCY_CLAIM)
         return Claim(livemode, key, token)
     row = db.session.execute(
         text(
@@ -154,11 +163,9 @@ def _claim(livemode: bool, key: str, request_hash: str) -> Claim | Response:
         {"livemode": livemode, "key": key},
     ).one()
     if row.request_hash != request_hash:
-        db.session.rollback()
         raise IdempotencyKeyReused(param="Idempotency-Key")
     if row.response_status is None:
         return _take_over(livemode, key, token)
-    db.session.rollback()
     body = row.response_body
     if isinstance(body, dict) and set(body) == {_ENCRYPTED}:
         body = json.loads(crypto.decrypt(body[_ENCRYPTED]))
@@ -183,9 +190,8 @@ def _take_over(livemode: bool, key: str, token: str) -> Claim:
         {"token": token, "livemode": livemode, "key": key, "lease": lease},
     ).one_or_none()
     if taken is None:
-        db.session.rollback()
         raise IdempotencyKeyInUse(param="Idempotency-Key", headers={"Retry-After": "1"})
-    db.session.commit()
+    checkpoint(Checkpoint.IDEMPOTENCY_CLAIM)
     logger.warning(
         "idempotency claim taken over after its lease ran out",
         extra={"livemode": livemode, "object_id": taken.object_id},
@@ -199,7 +205,6 @@ def _complete(claim: Claim, response: Response, *, encrypt: bool) -> None:
     body = response.get_data(as_text=True)
     if encrypt:
         body = json.dumps({_ENCRYPTED: crypto.encrypt(body)})
-    db.session.rollback()
     db.session.execute(
         text(
             "UPDATE idempotency_keys SET response_status = :status, "
@@ -214,13 +219,13 @@ def _complete(claim: Claim, response: Response, *, encrypt: bool) -> None:
             "token": claim.lease_token,
         },
     )
-    db.session.commit()
 
 
 def _release(claim: Claim) -> None:
     """Free the key after the request raised. A claim with a linked object is not deleted
     (a retry would make a second one) but its lease ends now: the next retry takes it over
-    and answers with the object."""
+    and answers with the object. The request's work is abandoned first; the release is a
+    checkpoint of its own, kept though the request then rolls back."""
     db.session.rollback()
     params = {"livemode": claim.livemode, "key": claim.key, "token": claim.lease_token}
     db.session.execute(
@@ -237,14 +242,13 @@ def _release(claim: Claim) -> None:
         ),
         params,
     )
-    db.session.commit()
+    checkpoint(Checkpoint.IDEMPOTENCY_CLAIM)
 
 
 def purge_expired_keys(now: datetime | None = None) -> int:
-    """Delete the current tenant's keys older than RETENTION; returns how many."""
+    """Delete the current tenant's keys older than RETENTION, in the caller's unit of work;
+    returns how many."""
     cutoff = (now or datetime.now(UTC)) - RETENTION
-    deleted = db.session.execute(
+    return db.session.execute(
         text("DELETE FROM idempotency_keys WHERE created_at < :cutoff"), {"cutoff": cutoff}
     ).rowcount
-    db.session.commit()
-    return deleted
