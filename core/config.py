@@ -51,7 +51,7 @@ def _proxy_count(value: str) -> int:
 
 def _package_list(value: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in value.split(",") if name.strip())
-    if not names or not all(name.isidentifier() for name in names):
+    if not names or not all(part.isidentifier() for name in names for part in name.split(".")):
         raise ValueError("must be package names separated by commas, lowest layer first")
     return names
 
