@@ -9,11 +9,13 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
-    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -90,17 +92,44 @@ class UsageCounter(db.Model):
     used: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class UsageKind(enum.StrEnum):
+    USAGE = "usage"  # a push counted (+1)
+    REVERSAL = "reversal"  # a count taken back (-1): the push never left Lango
+
+
 class UsageRecord(TenantBase):
-    """One per counted push (tenant schema), written in the push's own transaction."""
+    """The usage ledger (tenant schema): appended in the push's own transaction, never changed
+    or deleted. A push's first entry counts it; each later one reverses the entry before it
+    (billing.ledger), so the push's entries sum to 0 or 1."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (UniqueConstraint("stk_push_id", name="uq_usage_records_stk_push_id"),)
+    __table_args__ = (
+        CheckConstraint(
+            "(kind = 'usage' AND quantity = 1) "
+            "OR (kind = 'reversal' AND quantity = -1 AND reverses_id IS NOT NULL)",
+            name="ck_usage_records_entry",
+        ),
+        # One first entry per push; at most one entry reverses any entry.
+        Index(
+            "uq_usage_records_first_entry",
+            "stk_push_id",
+            unique=True,
+            postgresql_where=text("reverses_id IS NULL"),
+        ),
+        Index("uq_usage_records_reverses_id", "reverses_id", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     stk_push_id: Mapped[str] = mapped_column(String(40))
     livemode: Mapped[bool] = mapped_column(Boolean)
+    # The period the entry counts in; a reversal's is the one of the count it takes back.
     period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(20), default=UsageKind.USAGE, server_default="usage")
+    quantity: Mapped[int] = mapped_column(SmallInteger, default=1, server_default="1")
+    reverses_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("usage_records.id", name="fk_usage_records_reverses_id")
+    )
 
 
 class InvoiceStatus(enum.StrEnum):

@@ -2,10 +2,10 @@
 
 Run by the scheduler (billing.jobs.close_billing_periods). For each subscription whose
 `current_period_end` has passed, one transaction, holding the subscription's row lock:
-reads the period's live push count, writes the invoice, applies a pending plan change or a
-cancellation, and advances the period. Safe to run twice and concurrently: a second closer
-waits for the lock, then sees the period already advanced and does nothing; the unique
-(tenant_id, period_start) on period invoices backs that up.
+reads the period's live push count (the sum of its usage ledger), writes the invoice,
+applies a pending plan change or a cancellation, and advances the period. Safe to run twice
+and concurrently: a second closer waits for the lock, then sees the period already advanced
+and does nothing; the unique (tenant_id, period_start) on period invoices backs that up.
 
 A paid upgrade invoice (billing.subscriptions) ends the current period early, at the moment
 it is paid: that period is billed its fee pro rata, and the new plan's period starts then.
@@ -25,10 +25,10 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from billing import subscriptions
+from billing import ledger, subscriptions
 from billing.models import (
     Invoice,
     InvoiceKind,
@@ -146,16 +146,8 @@ def start_paid_upgrade(subscription: Subscription, invoice: Invoice, now: dateti
 
 
 def live_pushes_used(tenant_id: str, period_start: datetime) -> int:
-    return (
-        db.session.execute(
-            text(
-                "SELECT used FROM public.usage_counters WHERE tenant_id = :tenant_id "
-                "AND livemode AND period_start = :period_start"
-            ),
-            {"tenant_id": tenant_id, "period_start": period_start},
-        ).scalar()
-        or 0
-    )
+    """The period's live pushes: the sum of the tenant's usage ledger there."""
+    return ledger.period_totals(tenant_id, period_start).get(True, 0)
 
 
 def invoice_amounts(plan: Plan, used: int, base_fee: int | None = None) -> dict:

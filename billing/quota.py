@@ -4,9 +4,11 @@
 The counter row (public.usage_counters) changes only through one conditional UPDATE —
 `used = used + 1 WHERE used < cap` — which PostgreSQL runs under the row's lock, so no two
 pushes can both take the last unit: exact under any concurrency, with no read-then-write.
-The usage record is written in the same transaction as the push itself, so counter, record
-and push commit (or vanish) together. A released push that M-Pesa turns out to have handled
-is counted again even past the cap (it happened): `count_again`, an upsert, one statement.
+The counter is the cache the check reads; the usage ledger (billing.ledger) is the record:
+each reservation appends a count, each release a reversal, in the same transaction as the
+push itself, so counter, ledger and push commit (or vanish) together. A released push that
+M-Pesa turns out to have handled is counted again even past the cap (it happened):
+`count_again`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from billing.models import Plan, Subscription, SubscriptionStatus, UsageRecord
+from billing import ledger
+from billing.models import Plan, Subscription, SubscriptionStatus
 from billing.subscriptions import current_subscription
 from core.errors import LangoError, PermissionDenied
 from core.extensions import db
-from core.ids import new_id
 
 
 class PlanExcludesLivemode(PermissionDenied):
@@ -59,8 +61,9 @@ def push_cap(plan: Plan, subscription: Subscription, livemode: bool) -> int | No
 
 
 def reserve(tenant_id: str, livemode: bool, stk_push_id: str) -> Reservation:
-    """Count one push in the caller's transaction (committed with the push), writing its usage
-    record. Raises QuotaExceeded (402) with plan, limit, used and reset time when full."""
+    """Count one push in the caller's transaction (committed with the push), appending its
+    count to the usage ledger. Raises QuotaExceeded (402) with plan, limit, used and reset
+    time when full."""
     subscription, plan = current_subscription(tenant_id, share_lock=True)
     if livemode and not plan.livemode_allowed:
         raise PlanExcludesLivemode(
@@ -108,26 +111,17 @@ def reserve(tenant_id: str, livemode: bool, stk_push_id: str) -> Reservation:
             used=cap,
             resets_at=resets_at,
         )
-    db.session.add(
-        UsageRecord(
-            id=new_id("use"),
-            stk_push_id=stk_push_id,
-            livemode=livemode,
-            period_start=subscription.current_period_start,
-            created_at=datetime.now(UTC),
-        )
-    )
+    ledger.count(stk_push_id, livemode, subscription.current_period_start)
     return Reservation(tenant_id, livemode, subscription.current_period_start, used)
 
 
 def release(tenant_id: str, stk_push_id: str) -> bool:
     """Un-count a push that Daraja refused or that never left Lango, in the caller's
-    transaction. Idempotent: True only the first time."""
-    released = db.session.execute(
-        text("DELETE FROM usage_records WHERE stk_push_id = :id RETURNING livemode, period_start"),
-        {"id": stk_push_id},
-    ).one_or_none()
-    if released is None:
+    transaction: the ledger gains a reversal (nothing is deleted) and the counter of the
+    count's period gives the unit back. Idempotent, also under concurrency: True only the
+    first time."""
+    reversal = ledger.reverse(stk_push_id)
+    if reversal is None:
         return False
     db.session.execute(
         text(
@@ -136,8 +130,8 @@ def release(tenant_id: str, stk_push_id: str) -> bool:
         ),
         {
             "tenant_id": tenant_id,
-            "livemode": released.livemode,
-            "period_start": released.period_start,
+            "livemode": reversal.livemode,
+            "period_start": reversal.period_start,
         },
     )
     return True
@@ -147,24 +141,10 @@ def count_again(tenant_id: str, livemode: bool, stk_push_id: str) -> bool:
     """Count a push whose reservation was released (it expired before Daraja acknowledged
     it) but that reached Daraja after all — M-Pesa reported an outcome for it, or it was
     paid — in the caller's transaction and the current period, whatever the cap: the push
-    already happened. Idempotent: True only when it counted the push (the usage record's
-    unique push id makes a second count a no-op)."""
+    already happened. Idempotent, also under concurrency: True only when it counted the
+    push (the ledger appends the count once)."""
     subscription, _ = current_subscription(tenant_id)
-    counted = db.session.execute(
-        text(
-            "INSERT INTO usage_records (id, stk_push_id, livemode, period_start, created_at) "
-            "VALUES (:id, :stk_push_id, :livemode, :period_start, :created_at) "
-            "ON CONFLICT (stk_push_id) DO NOTHING RETURNING id"
-        ),
-        {
-            "id": new_id("use"),
-            "stk_push_id": stk_push_id,
-            "livemode": livemode,
-            "period_start": subscription.current_period_start,
-            "created_at": datetime.now(UTC),
-        },
-    ).one_or_none()
-    if counted is None:
+    if not ledger.count_again(stk_push_id, livemode, subscription.current_period_start):
         return False
     db.session.execute(
         text(

@@ -15,6 +15,7 @@ from billing.jobs import close_billing_periods
 from billing.models import Invoice, Subscription
 from billing.subscriptions import add_months
 from core.extensions import db
+from tests.billing.test_ledger import count_pushes
 
 # A fixed past period, so `now` decides everything and nothing depends on the clock.
 PERIOD_START = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
@@ -41,12 +42,9 @@ def bill_on(app, tenant_id, plan_code, *, used=0, start=PERIOD_START, **subscrip
             ),
             values,
         )
-        if used:
-            db.session.execute(
-                text("INSERT INTO public.usage_counters VALUES (:t, true, :start, :used)"),
-                {**values, "used": used},
-            )
         db.session.commit()
+    if used:
+        count_pushes(app, tenant_id, start, used, live=True)
 
 
 def invoices_of(app, tenant_id) -> list[Invoice]:
@@ -158,16 +156,9 @@ def test_close_writes_the_invoice_and_opens_the_next_period(app, tenant):
 
 def test_only_live_pushes_of_the_period_are_billed(app, tenant):
     bill_on(app, tenant.id, "starter", used=1_010)
-    with app.app_context():
-        # Test-mode pushes and the previous period's live pushes are not this invoice's.
-        db.session.execute(
-            text(
-                "INSERT INTO public.usage_counters VALUES (:t, false, :start, 5000), "
-                "(:t, true, :before, 9000)"
-            ),
-            {"t": tenant.id, "start": PERIOD_START, "before": PERIOD_START - timedelta(days=31)},
-        )
-        db.session.commit()
+    # Test-mode pushes and the previous period's live pushes are not this invoice's.
+    count_pushes(app, tenant.id, PERIOD_START, 5000, live=False)
+    count_pushes(app, tenant.id, PERIOD_START - timedelta(days=31), 9000, live=True)
 
     close(app, tenant.id)
 
@@ -407,15 +398,6 @@ def _pay(app, invoice_id, amount, now) -> None:
         db.session.commit()
 
 
-def _count_live(app, tenant_id, period_start, used) -> None:
-    with app.app_context():
-        db.session.execute(
-            text("INSERT INTO public.usage_counters VALUES (:t, true, :start, :used)"),
-            {"t": tenant_id, "start": period_start, "used": used},
-        )
-        db.session.commit()
-
-
 def test_a_paid_upgrade_bills_the_cut_period_pro_rata_and_its_fee_only_once(app, tenant):
     bill_on(app, tenant.id, "starter", used=1_200)
     upgrade_id = _await_upgrade(app, tenant.id, "growth")
@@ -448,7 +430,7 @@ def test_a_paid_upgrade_bills_the_cut_period_pro_rata_and_its_fee_only_once(app,
     assert (upgrade.period_start, upgrade.period_end) == (halfway, growth_end)
 
     # The growth month closes: its fee was the upgrade invoice; only overage is billed.
-    _count_live(app, tenant.id, halfway, 10_500)
+    count_pushes(app, tenant.id, halfway, 10_500, live=True)
     prepaid_close = close(app, tenant.id, now=growth_end + timedelta(minutes=5))
     closed = next(i for i in invoices_of(app, tenant.id) if i.id == prepaid_close)
     assert (closed.base_fee, closed.overage_amount, closed.total) == (0, 1_000, 1_000)

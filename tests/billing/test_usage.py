@@ -13,6 +13,7 @@ from billing.quota import reserve
 from core.extensions import db
 from core.ids import new_id
 from core.tenancy import tenant_scope
+from tests.billing.test_ledger import count_pushes
 from tests.billing.test_plans import added_plans
 from tests.billing.test_subscription import upgrade
 from tests.payments.test_stk_push import STKPUSHES, push_body
@@ -66,12 +67,8 @@ def test_a_hard_cap_plan_never_projects_overage(app, api, tenant, extra_plans):
     extra_plans("capped", monthly_price=500, included_pushes=2, overage_price=None)
     upgrade(app, api, "capped")
     _reserve(app, tenant.id, live=True, count=2)
-    with app.app_context():  # e.g. left over from a dearer plan earlier in the period
-        db.session.execute(
-            text("UPDATE public.usage_counters SET used = 9 WHERE tenant_id = :t AND livemode"),
-            {"t": tenant.id},
-        )
-        db.session.commit()
+    # e.g. left over from a dearer plan earlier in the period
+    count_pushes(app, tenant.id, None, 7, live=True)
 
     usage = api.get(USAGE).get_json()
 
