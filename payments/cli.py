@@ -6,6 +6,10 @@ import os
 
 import click
 
+from core.logs import configure_logging
+from payments.sandbox import create_sandbox_app
+from payments.sandbox.config import SandboxConfigError, load_sandbox_config
+
 
 @click.command("sandbox")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -17,17 +21,12 @@ def sandbox(host: str, port: int, workers: int, threads: int) -> None:
     SANDBOX_REDIS_URL (required), SANDBOX_CONSUMER_KEY, SANDBOX_CONSUMER_SECRET,
     SANDBOX_SHORTCODE, SANDBOX_PASSKEY, SANDBOX_CALLBACK_DELAY_SECONDS,
     SANDBOX_LATE_CALLBACK_SECONDS, SANDBOX_EXPIRES_IN_AS_NUMBER, SANDBOX_SUBSCRIBER_LOCK."""
-    from gunicorn.app.base import BaseApplication
-
-    from core.config import ConfigError
-    from core.logs import configure_logging
-    from payments.sandbox import create_sandbox_app
-    from payments.sandbox.config import load_sandbox_config
+    from gunicorn.app.base import BaseApplication  # only this command serves with gunicorn
 
     try:
         # Checked once, here, so a bad setting is one clear message, not a crash per worker.
         load_sandbox_config()
-    except ConfigError as exc:
+    except SandboxConfigError as exc:
         raise click.ClickException(str(exc)) from None
     log_level = os.environ.get("LOG_LEVEL", "INFO")
 

@@ -19,10 +19,11 @@ from flask import Flask
 from redis import Redis
 
 from payments.sandbox.callbacks import CallbackDispatcher
-from payments.sandbox.config import SandboxConfig, load_sandbox_config
+from payments.sandbox.config import SandboxConfig, SandboxConfigError, load_sandbox_config
+from payments.sandbox.routes import blp, register_error_handlers
 from payments.sandbox.store import SandboxStore
 
-__all__ = ["Sandbox", "SandboxConfig", "create_sandbox_app"]
+__all__ = ["Sandbox", "SandboxConfig", "SandboxConfigError", "create_sandbox_app"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Sandbox:
 
 def create_sandbox_app(config: dict | None = None) -> Flask:
     """Build the sandbox app. `config` overrides the environment variable of the same name,
-    per variable (tests pass a dict). Raises core.config.ConfigError when invalid.
+    per variable (tests pass a dict). Raises SandboxConfigError when invalid.
 
     Callback delivery starts with the first request in each process; call
     `app.extensions["lango.sandbox"].dispatcher.ensure_running()` to start it sooner and
@@ -49,9 +50,6 @@ def create_sandbox_app(config: dict | None = None) -> Flask:
     # Keys in Daraja's order, as in its samples; humans compare the two side by side.
     app.json.sort_keys = False
     app.extensions["lango.sandbox"] = Sandbox(settings, store, CallbackDispatcher(store))
-
-    from payments.sandbox.routes import blp, register_error_handlers
-
     app.register_blueprint(blp)
     register_error_handlers(app)
     return app

@@ -1,7 +1,8 @@
 """The sandbox's settings: a dict passed to `create_sandbox_app`, else environment variables
 of the same names, else the defaults below (the public Daraja sandbox values).
 
-Every problem is reported at once, naming the variable, as core.config does for Lango.
+Every problem is reported at once, naming the variable, as Lango's own configuration does
+(the sandbox is a Daraja, not a part of Lango: it imports nothing of Lango).
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import os
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
-from core.config import ConfigError
+
+class SandboxConfigError(RuntimeError):
+    """The sandbox's settings are missing or invalid; the message names every problem."""
+
 
 # The public Daraja sandbox passkey for shortcode 174379 (daraja.md §5.5); not a secret.
 PUBLIC_SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
@@ -97,7 +101,7 @@ _PARSERS = {
 
 def load_sandbox_config(overrides: dict | None = None) -> SandboxConfig:
     """Settings from `overrides`, falling back per variable to the environment, then to the
-    defaults. Raises ConfigError listing every missing or invalid variable."""
+    defaults. Raises SandboxConfigError listing every missing or invalid variable."""
     names = [f.name for f in fields(SandboxConfig)]
     source = {name: os.environ[name] for name in names if name in os.environ}
     source.update({k: v for k, v in (overrides or {}).items() if k in names and v is not None})
@@ -116,5 +120,7 @@ def load_sandbox_config(overrides: dict | None = None) -> SandboxConfig:
         except (TypeError, ValueError) as exc:
             problems.append(f"{name} is invalid: {exc}")
     if problems:
-        raise ConfigError("Sandbox configuration is invalid:\n  - " + "\n  - ".join(problems))
+        raise SandboxConfigError(
+            "Sandbox configuration is invalid:\n  - " + "\n  - ".join(problems)
+        )
     return SandboxConfig(**values)

@@ -24,9 +24,12 @@ from redis import Redis
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from core.config import ConfigError
 from payments.sandbox import create_sandbox_app
-from payments.sandbox.config import PUBLIC_SANDBOX_PASSKEY, load_sandbox_config
+from payments.sandbox.config import (
+    PUBLIC_SANDBOX_PASSKEY,
+    SandboxConfigError,
+    load_sandbox_config,
+)
 from payments.sandbox.identifiers import EAT, checkout_request_id, receipt_number
 from payments.sandbox.store import SandboxStore
 
@@ -869,7 +872,7 @@ def test_debug_view_shows_request_outcome_and_attempts(served_sandbox, receiver)
 
 def test_config_needs_a_redis_url_and_reports_every_problem(monkeypatch):
     monkeypatch.delenv("SANDBOX_REDIS_URL", raising=False)
-    with pytest.raises(ConfigError) as raised:
+    with pytest.raises(SandboxConfigError) as raised:
         load_sandbox_config(
             {"SANDBOX_CALLBACK_DELAY_SECONDS": "soon", "SANDBOX_SUBSCRIBER_LOCK": "maybe"}
         )
