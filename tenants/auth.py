@@ -1,6 +1,6 @@
 """API key authentication for `/v1`: `Authorization: Bearer sk_…` → the calling tenant.
 
-The key is resolved on a short platform query that is committed before the request's tenant
+The key is resolved on a short platform transaction that ends before the request's tenant
 binding is set, so the request's own transactions all run in the tenant's schema.
 """
 
@@ -13,6 +13,7 @@ from flask import current_app, g, request
 from core.errors import AuthenticationFailed
 from core.extensions import db, login_manager
 from core.tenancy import enter_tenant
+from core.unit_of_work import Checkpoint, checkpoint
 from tenants.models import Member
 from tenants.service import Caller, authenticate
 
@@ -47,6 +48,9 @@ def authenticate_request() -> Caller:
     caller = authenticate(
         secret.strip(), admit_suspended_for=getattr(blueprint, "admits_suspended_for", ())
     )
+    # The platform transaction that resolved the key (and noted its use) ends here: the
+    # request's own transactions must begin bound to the tenant's schema.
+    checkpoint(Checkpoint.CALLER_RESOLVED)
     g.caller = caller
     g.tenant_token = enter_tenant(caller.tenant_id)
     return caller

@@ -2,8 +2,13 @@
 team (invite links, roles, removal) and a member's own password and second factor.
 Plain functions; no HTTP here.
 
-Every change is audited: `member_changed` is sent inside the change's transaction (compliance
-records it; tenants may not import compliance), so the entry commits or rolls back with it.
+Every change is audited: `core.changes.member_changed` is sent inside the change's
+transaction with `action` (an audit action value such as "member.invited"), `target_type`,
+`tenant_id`, `actor_id`, `actor_label` and `diff` (compliance records it; tenants may not
+import compliance), so the entry commits or rolls back with it.
+Nothing here commits: the caller's unit of work (request, command) does, and rolls back what
+a function wrote when it raises. Each function checks before it writes, so one that raises
+has written nothing.
 Team changes are scoped by `tenant_id`: another tenant's member or invite id is NotFound.
 A tenant always keeps at least one owner; the check runs with the team's rows locked, so two
 owners demoting each other at once cannot both succeed.
@@ -37,15 +42,11 @@ from core.errors import (
 from core.extensions import db
 from core.ids import new_id
 from core.passwords import hash_password, spend_a_password_check
-from core.signin_throttle import SignInThrottled
 from tenants.models import Member, MemberInvite, MemberRole, Tenant
 from tenants.schemas import _COMMON_PASSWORDS
 from tenants.service import EmailTaken, normalize_email, verify_password
 
 logger = logging.getLogger("lango.members")
-
-# Sent in the change's transaction with `action` (an audit action value such as
-# "member.invited"), `target_type`, `tenant_id`, `actor_id`, `actor_label` and `diff`.
 
 INVITE_LIFETIME = timedelta(days=7)
 MIN_PASSWORD_LENGTH = 10  # as the API's sign-up (tenants.schemas)
@@ -127,12 +128,12 @@ def has_totp(member: Member) -> bool:
 
 
 def start_session(member: Member) -> Member:
-    """Sign `member` in (commits). Signed-in devices share the member's session nonce, so a
+    """Sign `member` in. Signed-in devices share the member's session nonce, so a
     sign-in on the phone leaves the laptop signed in; signing out, a password change or
     removal clears it, which ends every session, and the next sign-in draws a new one."""
     if not member.session_nonce:
         member.session_nonce = secrets.token_urlsafe(24)
-    db.session.commit()
+    db.session.flush()
     logger.info("member.login_succeeded", extra={"member_id": member.id})
     return member
 
@@ -142,7 +143,7 @@ def end_session(member_id: str) -> None:
     member = db.session.get(Member, member_id)
     if member is not None:
         member.session_nonce = None
-    db.session.commit()
+        db.session.flush()
 
 
 def verify_member_totp(member_id: str, code: str, *, client_address: str) -> Member:
@@ -153,7 +154,6 @@ def verify_member_totp(member_id: str, code: str, *, client_address: str) -> Mem
     one clears the address's failures."""
     member = _locked_member(member_id)
     if member is None or not member.totp_secret:
-        db.session.rollback()
         raise MemberAuthFailed("Sign in again.", code="member_login_required")
     account = _throttle_key(member.email)
     _refuse_if_throttled(account, client_address)
@@ -163,7 +163,7 @@ def verify_member_totp(member_id: str, code: str, *, client_address: str) -> Mem
         _fail(account, client_address, member_id, error.code)
         raise
     member.last_totp_step = step
-    db.session.commit()
+    db.session.flush()
     signin_throttle.record_success(account, client_address)
     return member
 
@@ -197,20 +197,14 @@ def confirm_totp(member_id: str, secret: str, code: str) -> Member:
         raise ValidationFailed("Start the set-up again.", code="totp_secret_invalid")
     member = _locked_member(member_id)
     if member is None:
-        db.session.rollback()
         raise NotFound("No such member.")
     if member.totp_secret:
-        db.session.rollback()
         raise Conflict("Two-step sign-in is already on.", code="totp_enabled")
-    try:
-        step = _accepted_step(secret, code, None)
-    except TotpInvalid:
-        db.session.rollback()
-        raise
+    step = _accepted_step(secret, code, None)
     member.totp_secret = encrypt(secret)
     member.last_totp_step = step
     _audit(member, "member.totp_enabled", member.tenant_id, member)
-    db.session.commit()
+    db.session.flush()
     return member
 
 
@@ -219,14 +213,13 @@ def disable_totp(member_id: str, password: str, *, client_address: str) -> Membe
     wrong password counts like a failed sign-in, so a stolen session cannot guess it."""
     member = _locked_member(member_id)
     if member is None:
-        db.session.rollback()
         raise NotFound("No such member.")
     _check_password_again(member, password, client_address, param="password")
     if member.totp_secret:
         member.totp_secret = None
         member.last_totp_step = None
         _audit(member, "member.totp_disabled", member.tenant_id, member)
-    db.session.commit()
+        db.session.flush()
     return member
 
 
@@ -239,18 +232,13 @@ def change_password(
     failed sign-in (SignInThrottled once the address must wait)."""
     member = _locked_member(member_id)
     if member is None:
-        db.session.rollback()
         raise NotFound("No such member.")
     _check_password_again(member, current_password, client_address, param="current_password")
-    try:
-        check_new_password(new_password, member.email, param="new_password")
-    except ValidationFailed:
-        db.session.rollback()
-        raise
+    check_new_password(new_password, member.email, param="new_password")
     member.password_hash = hash_password(new_password)
     member.session_nonce = secrets.token_urlsafe(24)
     _audit(member, "member.password_changed", member.tenant_id, member)
-    db.session.commit()
+    db.session.flush()
     return member
 
 
@@ -300,7 +288,6 @@ def invite_member(
         raise ValidationFailed("Enter an email address.", param="email")
     _lock_team(tenant_id, invited_by)
     if db.session.scalar(select(Member.id).where(Member.email == email)):
-        db.session.rollback()
         raise EmailTaken("Someone with this email already has a Lango account.", param="email")
     now = datetime.now(UTC)
     for earlier in db.session.scalars(
@@ -328,7 +315,7 @@ def invite_member(
         {"after": {"email": email, "role": role.value}},
         target_type="member_invite",
     )
-    db.session.commit()
+    db.session.flush()
     return invite, token
 
 
@@ -345,7 +332,6 @@ def revoke_invite(tenant_id: str, invite_id: str, by: Member) -> MemberInvite:
         _pending_invites(tenant_id, datetime.now(UTC)).where(MemberInvite.id == invite_id)
     )
     if invite is None:
-        db.session.rollback()
         raise NotFound("No such pending invite.", param="invite_id")
     invite.revoked_at = datetime.now(UTC)
     _audit(
@@ -356,7 +342,7 @@ def revoke_invite(tenant_id: str, invite_id: str, by: Member) -> MemberInvite:
         {"before": {"email": invite.email, "role": invite.role.value}},
         target_type="member_invite",
     )
-    db.session.commit()
+    db.session.flush()
     return invite
 
 
@@ -382,20 +368,13 @@ def accept_invite(token: str, password: str) -> Member:
         .with_for_update()
     )
     if invite is None or not _usable(invite):
-        db.session.rollback()
         raise InviteInvalid()
     if not db.session.get(Tenant, invite.tenant_id).is_active:
-        db.session.rollback()
         raise TenantSuspended(
             "This team's Lango account is suspended; the invite works again once it is reinstated."
         )
-    try:
-        check_new_password(password, invite.email)
-    except ValidationFailed:
-        db.session.rollback()
-        raise
+    check_new_password(password, invite.email)
     if db.session.scalar(select(Member.id).where(Member.email == invite.email)):
-        db.session.rollback()
         raise EmailTaken(param="email")
     member = Member(
         id=new_id("mem"),
@@ -404,15 +383,17 @@ def accept_invite(token: str, password: str) -> Member:
         password_hash=hash_password(password),
         role=invite.role,
     )
-    invite.accepted_at = datetime.now(UTC)
     try:
-        db.session.add(member)
-        db.session.flush()
+        # A savepoint: an email taken meanwhile (another tenant's sign-up) undoes the insert
+        # alone and leaves the caller's transaction usable.
+        with db.session.begin_nested():
+            db.session.add(member)
+            db.session.flush()
     except IntegrityError as exc:
-        db.session.rollback()
         if "uq_members_email" in str(exc.orig):
             raise EmailTaken(param="email") from None
         raise
+    invite.accepted_at = datetime.now(UTC)
     _audit(
         member,
         "member.joined",
@@ -420,7 +401,7 @@ def accept_invite(token: str, password: str) -> Member:
         member,
         {"after": {"email": member.email, "role": member.role.value, "invite_id": invite.id}},
     )
-    db.session.commit()
+    db.session.flush()
     return member
 
 
@@ -432,14 +413,11 @@ def change_role(tenant_id: str, member_id: str, role: MemberRole | str, by: Memb
     team = _lock_team(tenant_id, by)
     member = team.get(member_id)
     if member is None:
-        db.session.rollback()
         raise NotFound("No such team member.", param="member_id")
     before = member.role
     if before is role:
-        db.session.commit()
         return member
     if before is MemberRole.OWNER and _owner_count(team) == 1:
-        db.session.rollback()
         raise LastOwner()
     member.role = role
     _audit(
@@ -449,7 +427,7 @@ def change_role(tenant_id: str, member_id: str, role: MemberRole | str, by: Memb
         by,
         {"before": {"role": before.value}, "after": {"role": role.value}, "email": member.email},
     )
-    db.session.commit()
+    db.session.flush()
     return member
 
 
@@ -459,10 +437,8 @@ def remove_member(tenant_id: str, member_id: str, by: Member) -> None:
     team = _lock_team(tenant_id, by)
     member = team.get(member_id)
     if member is None:
-        db.session.rollback()
         raise NotFound("No such team member.", param="member_id")
     if member.role is MemberRole.OWNER and _owner_count(team) == 1:
-        db.session.rollback()
         raise LastOwner("A team needs at least one owner: the last owner cannot be removed.")
     _audit(
         member,
@@ -472,7 +448,7 @@ def remove_member(tenant_id: str, member_id: str, by: Member) -> None:
         {"before": {"email": member.email, "role": member.role.value}},
     )
     db.session.delete(member)
-    db.session.commit()
+    db.session.flush()
 
 
 # --- internals ----------------------------------------------------------------------------
@@ -490,11 +466,7 @@ def _throttle_key(email: str) -> str:
 
 
 def _refuse_if_throttled(account: str, client_address: str) -> None:
-    try:
-        signin_throttle.refuse_if_throttled(account, client_address, clock())
-    except SignInThrottled:
-        db.session.rollback()
-        raise
+    signin_throttle.refuse_if_throttled(account, client_address, clock())
 
 
 def _check_password_again(member: Member, password: str, client_address: str, *, param: str):
@@ -508,9 +480,9 @@ def _check_password_again(member: Member, password: str, client_address: str, *,
 
 
 def _fail(account: str, client_address: str, member_id: str | None, reason: str) -> None:
-    """Count a failed password or code, then release the row lock (the caller raises next)."""
+    """Count a failed password or code (in Redis: it stands although the caller raises next
+    and its unit of work rolls back, which releases the member's row lock)."""
     at_address, on_account = signin_throttle.record_failure(account, client_address, clock())
-    db.session.rollback()
     logger.info(
         "member.login_failed",
         extra={
@@ -539,7 +511,6 @@ def _lock_team(tenant_id: str, by: Member) -> dict[str, Member]:
     team = {member.id: member for member in db.session.scalars(statement)}
     actor = team.get(by.id)
     if actor is None or actor.role is not MemberRole.OWNER:
-        db.session.rollback()
         raise PermissionDenied("Only an owner of the team can change it.", code="owner_required")
     return team
 

@@ -1,5 +1,13 @@
 """Tenant lifecycle and API keys: sign-up with schema provisioning, key issue, roll, revoke
-and authentication. Plain functions; no HTTP here."""
+and authentication. Plain functions; no HTTP here. Nothing here commits: the caller's unit of
+work (request, command) does.
+
+Two changes are announced in their own transaction (core.changes), so packages above tenants
+react without tenants importing them: `tenant_created`, last in sign-up's savepoint, with the
+sign-up's `payment_method` (opaque here) — billing subscribes the tenant to its plan there
+(in Stripe too, which may charge a card) and may refuse, undoing the whole sign-up; and
+`api_key_changed` with `change` ("created", "revoked", "rolled"; a roll also sends
+`replacement`) — compliance audits it, and a receiver that raises undoes the change."""
 
 from __future__ import annotations
 
@@ -23,13 +31,6 @@ from core.tenancy import schema_name_for
 from tenants.models import ApiKey, Member, MemberRole, Tenant, TenantStatus
 
 DEFAULT_PLAN = "sandbox"
-# Sent inside sign-up's transaction, last before it commits, with the sign-up's
-# `payment_method` (opaque here): billing subscribes the tenant to its plan there — in
-# Stripe too, which may charge a card — and may refuse, rolling the whole sign-up back.
-# A signal keeps tenants free of billing imports: billing depends on tenants, not the reverse.
-# Sent in the key's transaction, before it commits, with `change` ("created", "revoked",
-# "rolled"; a roll also sends `replacement`): compliance audits it (it may not be imported
-# here, so it listens instead; a receiver that raises rolls the change back).
 MAX_ROLL_GRACE = timedelta(hours=24)
 # Active keys a tenant may hold per mode: ample for one key per service and environment, and
 # a bound on credentials to guard (the rate limit is the tenant's, whatever the key count).
@@ -92,7 +93,8 @@ def sign_up(
     payment_method: str | None = None,
 ) -> SignUp:
     """Create a tenant, its owner and a first test key, and provision its schema at head —
-    all in one transaction: on any failure nothing of it remains.
+    all in one savepoint: on any failure nothing of it remains, and the caller's transaction
+    goes on (a page that shows the error commits nothing of the sign-up).
 
     Raises EmailTaken if the email already belongs to a member (also under a race), and
     whatever billing raises from `tenant_created` (unknown plan, card declined, Stripe down).
@@ -117,23 +119,20 @@ def sign_up(
     if db.session.scalar(select(Member.id).where(Member.email == owner.email)):
         raise EmailTaken(param="email")
     try:
-        db.session.add(tenant)
-        db.session.flush()  # the tenant row first: members and keys reference it
-        db.session.add(owner)
-        issued = _new_key(tenant_id, livemode=False, name="Default test key")
-        db.session.flush()
-        tenant.schema_revision = provision_schema(db.session.connection(), tenant.schema_name)
-        tenant.schema_migrated_at = datetime.now(UTC)
-        # Last: once billing has charged a card, only the commit itself can still fail.
-        tenant_created.send(tenant, payment_method=payment_method)
-        db.session.commit()
+        with db.session.begin_nested():
+            db.session.add(tenant)
+            db.session.flush()  # the tenant row first: members and keys reference it
+            db.session.add(owner)
+            issued = _new_key(tenant_id, livemode=False, name="Default test key")
+            db.session.flush()
+            tenant.schema_revision = provision_schema(db.session.connection(), tenant.schema_name)
+            tenant.schema_migrated_at = datetime.now(UTC)
+            # Last: once billing has charged a card, only the commit itself can still fail.
+            tenant_created.send(tenant, payment_method=payment_method)
+            db.session.flush()
     except IntegrityError as exc:
-        db.session.rollback()
         if "uq_members_email" in str(exc.orig):
             raise EmailTaken(param="email") from None
-        raise
-    except Exception:
-        db.session.rollback()
         raise
     return SignUp(tenant=tenant, owner=owner, issued=issued)
 
@@ -160,7 +159,7 @@ def create_api_key(tenant_id: str, *, livemode: bool, name: str) -> IssuedKey:
     issued = _new_key(tenant_id, livemode=livemode, name=name)
     db.session.flush()
     api_key_changed.send(issued.key, change="created")
-    db.session.commit()
+    db.session.flush()
     return issued
 
 
@@ -179,7 +178,7 @@ def revoke_api_key(tenant_id: str, key_id: str, *, livemode: bool) -> ApiKey:
     key = _own_key(tenant_id, key_id, livemode)
     key.revoked_at = datetime.now(UTC)
     api_key_changed.send(key, change="revoked")
-    db.session.commit()
+    db.session.flush()
     return key
 
 
@@ -203,7 +202,7 @@ def roll_api_key(
     old.rolled_into_id = issued.key.id
     db.session.flush()
     api_key_changed.send(old, change="rolled", replacement=issued.key)
-    db.session.commit()
+    db.session.flush()
     return issued
 
 
@@ -212,7 +211,8 @@ def authenticate(secret: str, *, admit_suspended_for: tuple[str, ...] = ()) -> C
 
     A suspended tenant is refused unless its `suspended_reason` is in `admit_suspended_for`
     (the invoices endpoints admit "billing", so a tenant can pay its way back).
-    Commits before returning, so the caller starts its tenant transaction on a clean session.
+    Reads the platform tables (and notes the key's use): the caller ends this transaction
+    before it binds the tenant (tenants.auth).
     """
     if not secret.startswith(("sk_test_", "sk_live_")):
         raise AuthenticationFailed("Invalid API key: keys look like sk_test_… or sk_live_….")
@@ -223,19 +223,15 @@ def authenticate(secret: str, *, admit_suspended_for: tuple[str, ...] = ()) -> C
     ).one_or_none()
     now = datetime.now(UTC)
     if row is None:
-        db.session.rollback()
         raise AuthenticationFailed("Invalid API key provided.")
     key, tenant = row
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
-        db.session.rollback()
         raise AuthenticationFailed("This API key has been revoked or has expired.")
     if (
         tenant.status is not TenantStatus.ACTIVE
         and tenant.suspended_reason not in admit_suspended_for
     ):
-        reason = tenant.suspended_reason
-        db.session.rollback()
-        if reason == "billing":
+        if tenant.suspended_reason == "billing":
             raise TenantSuspended(
                 "This account is suspended for an unpaid invoice. It can still list its "
                 "invoices (GET /v1/invoices) and pay one (POST /v1/invoices/{id}/pay); "
@@ -245,7 +241,6 @@ def authenticate(secret: str, *, admit_suspended_for: tuple[str, ...] = ()) -> C
     caller = Caller(tenant.id, key.id, key.livemode, tenant.live_enabled)
     if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
         db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
-    db.session.commit()
     return caller
 
 
@@ -317,7 +312,6 @@ def _ensure_room_for_key(tenant_id: str, livemode: bool) -> None:
         )
     )
     if active >= MAX_ACTIVE_KEYS_PER_MODE:
-        db.session.rollback()
         raise ApiKeyLimitReached(param="mode")
 
 

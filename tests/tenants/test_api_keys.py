@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 
 from core.extensions import db
+from core.unit_of_work import unit_of_work
 from tests.conftest import ApiClient
 
 
@@ -88,7 +89,7 @@ def test_test_key_cannot_mint_or_see_live_keys(app, api, tenant):
 
     from tenants.service import create_api_key
 
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         live = create_api_key(tenant.id, livemode=True, name="prod")
         live_secret, live_id = live.secret, live.key.id
     assert live_id not in {k["id"] for k in api.get("/v1/api-keys").get_json()["data"]}
@@ -150,7 +151,7 @@ def test_api_key_limits_count_per_key(app, api, tenant):
 def _mint(app, tenant_id, count, *, livemode=False):
     from tenants.service import create_api_key
 
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         return [create_api_key(tenant_id, livemode=livemode, name=f"k{n}") for n in range(count)]
 
 
@@ -180,7 +181,8 @@ def test_the_key_cap_holds_under_concurrent_creation(app, tenant):
         with app.app_context():
             barrier.wait()
             try:
-                create_api_key(tenant.id, livemode=False, name=f"race{n}")
+                with unit_of_work():
+                    create_api_key(tenant.id, livemode=False, name=f"race{n}")
                 return "created"
             except ApiKeyLimitReached:
                 return "refused"

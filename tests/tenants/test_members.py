@@ -15,6 +15,7 @@ from compliance.audit import AuditEntry
 from core.errors import Conflict, NotFound, PermissionDenied, TenantSuspended, ValidationFailed
 from core.extensions import db
 from core.signin_throttle import SignInThrottled
+from core.unit_of_work import unit_of_work
 from tenants import members
 from tenants.auth import load_member
 from tenants.models import Member, MemberInvite, MemberRole
@@ -81,7 +82,8 @@ def test_wrong_totp_codes_count_and_the_right_password_does_not_clear_them(
 ):
     member = owner_of(app, tenant)
     secret = pyotp.random_base32()
-    members.confirm_totp(member.id, secret, member_clock.code(secret))
+    with unit_of_work():
+        members.confirm_totp(member.id, secret, member_clock.code(secret))
     member_clock.advance(30)
 
     for _ in range(5):
@@ -287,7 +289,8 @@ def test_two_owners_demoting_each_other_at_once_leave_one_owner(app, tenant):
             db.session.commit()
             barrier.wait()
             try:
-                members.change_role(tenant.id, target_id, "developer", actor)
+                with unit_of_work():
+                    members.change_role(tenant.id, target_id, "developer", actor)
                 outcomes.append("demoted")
             except (members.LastOwner, PermissionDenied) as error:
                 outcomes.append(type(error).__name__)
@@ -314,8 +317,9 @@ def test_two_owners_demoting_each_other_at_once_leave_one_owner(app, tenant):
 def test_an_invite_accepted_twice_at_once_makes_one_member(app, tenant):
     with app.app_context():
         owner = db.session.get(Member, owner_id(app, tenant.id))
-        invite, token = members.invite_member(tenant.id, email(), "viewer", owner)
-        address = invite.email
+        with unit_of_work():
+            invite, token = members.invite_member(tenant.id, email(), "viewer", owner)
+            address = invite.email
         db.session.remove()
     barrier = threading.Barrier(4)
     outcomes = []
@@ -324,7 +328,8 @@ def test_an_invite_accepted_twice_at_once_makes_one_member(app, tenant):
         with app.app_context():
             barrier.wait()
             try:
-                members.accept_invite(token, "joining-Passw0rd")
+                with unit_of_work():
+                    members.accept_invite(token, "joining-Passw0rd")
                 outcomes.append("joined")
             except members.InviteInvalid:
                 outcomes.append("refused")
