@@ -1,34 +1,54 @@
-"""API key authentication for `/v1`: `Authorization: Bearer sk_…` → the calling tenant.
+"""Who is calling: API keys for `/v1` (`Authorization: Bearer sk_…` → the calling tenant), and
+the signed-in user a session cookie names (Flask-Login).
 
 The key is resolved on a short platform transaction that ends before the request's tenant
 binding is set, so the request's own transactions all run in the tenant's schema.
+
+Session ids are `<member id>:<nonce>` for tenant members (Member.get_id); a package above
+tenants with users of its own (staff: `staff:<id>:<nonce>`) registers a loader for its
+prefix with `register_session_user_loader`, so tenants never imports it.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
-from flask import current_app, g, request
+from flask import Flask, current_app, g, request
 
 from core.errors import AuthenticationFailed
-from core.extensions import db, login_manager
+from core.extensions import db
 from core.tenancy import enter_tenant
 from core.unit_of_work import Checkpoint, checkpoint
 from tenants.models import Member
 from tenants.service import Caller, authenticate
 
+_SESSION_USER_LOADERS = "lango.session_user_loaders"
 
-@login_manager.user_loader
-def load_member(member_id: str):
-    """Flask-Login's session user: a tenant member (`<id>:<nonce>`, Member.get_id; the
-    dashboard signs them in), or a staff user (`staff:<id>:<nonce>`, StaffUser.get_id).
-    A session whose nonce is no longer the member's (signed out elsewhere, password
-    changed, removed from the team) loads nobody."""
-    if member_id.startswith("staff:"):
-        from staff.service import load_session_user
 
-        return load_session_user(member_id)
-    member_id, _, nonce = member_id.partition(":")
+def register_session_user_loader(
+    app: Flask, prefix: str, loader: Callable[[str], object | None]
+) -> None:
+    """Have session ids `<prefix>:…` loaded by `loader(session_id)` (given the whole id; it
+    returns the user, or None when the session is no longer valid)."""
+    loaders: dict[str, Callable] = app.extensions.setdefault(_SESSION_USER_LOADERS, {})
+    if prefix in loaders:
+        raise ValueError(f"a session user loader for {prefix!r} is registered twice")
+    loaders[prefix] = loader
+
+
+def load_session_user(session_id: str):
+    """Flask-Login's user loader: the loader registered for the id's prefix, else a member."""
+    prefix, _, _ = session_id.partition(":")
+    loader = current_app.extensions.get(_SESSION_USER_LOADERS, {}).get(prefix)
+    return loader(session_id) if loader is not None else load_member(session_id)
+
+
+def load_member(session_id: str) -> Member | None:
+    """The tenant member a session id (`<id>:<nonce>`, Member.get_id; the dashboard signs
+    them in) names. A session whose nonce is no longer the member's (signed out elsewhere,
+    password changed, removed from the team) loads nobody."""
+    member_id, _, nonce = session_id.partition(":")
     member = db.session.get(Member, member_id)
     if member is None or not member.session_nonce or not nonce:
         return None
@@ -36,6 +56,8 @@ def load_member(member_id: str):
 
 
 def authenticate_request() -> Caller:
+    """Core's authenticator (core.auth) for blueprints marked `authenticated`: sets
+    `g.caller` and binds the request to the caller's tenant."""
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise AuthenticationFailed(
