@@ -25,7 +25,5 @@ def init_app(app: Flask) -> None:
     changes.endpoint_changed.connect(audit.on_endpoint_changed)
     changes.member_changed.connect(audit.on_member_changed)
     app.cli.add_command(audit_command)
-    # Anchors the audit chain's head outside the database: deleting entries up to it shows.
-    register_periodic(
-        app, jobs.checkpoint_audit_chain, queue="default", interval=60, timeout=300
-    )
+    # Anchors every audit chain's head: deleting a chain's entries up to its anchor shows.
+    register_periodic(app, jobs.checkpoint_audit_chain, queue="default", interval=60, timeout=300)

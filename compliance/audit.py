@@ -1,13 +1,23 @@
-"""The audit log: who changed what, append-only and hash-chained.
+"""The audit log: who changed what, append-only and hash-chained per tenant.
 
-Each entry's `hash` is HMAC-SHA256, under a key that lives in configuration and never in the
-database (compliance.audit_keys), over the previous entry's hash plus a canonical JSON of the
-entry's own content; `seq` counts 1, 2, 3 … without gaps. Editing, deleting or reordering
-any entry breaks the chain from there on, and a superuser cannot recompute the hash without
-the key (compliance.audit_chain verifies, and anchors the head in checkpoints outside the
-database). Appends take a transaction-level advisory lock, so the chain stays linear under
-concurrency, and run in the caller's transaction: the entry commits (or rolls back) with the
-change it records. The table itself refuses UPDATE, DELETE and TRUNCATE (trigger).
+Entries form one hash chain per tenant (the entries whose subject is that tenant: their
+`tenant_id`) and one for the platform (entries with no tenant: staff, plans, fraud rules,
+sign-ins). In its chain each entry has `chain_seq` 1, 2, 3 … without gaps, and its `hash` is
+HMAC-SHA256, under a key that lives in configuration and never in the database
+(compliance.audit_keys), over the previous entry's hash plus a canonical JSON of the entry's
+own content. Editing, deleting or reordering an entry breaks its chain from there on, and a
+superuser cannot recompute the hash without the key (compliance.audit_chain verifies, and
+anchors every chain's head in and outside the database).
+
+An append locks its chain's head row (public.audit_chain_heads) until its transaction ends,
+so each chain stays linear under concurrency while chains never wait for one another: one
+tenant's audited writes never queue behind another's. Appends run in the caller's
+transaction: the entry commits (or rolls back) with the change it records. `seq` numbers
+every entry across chains from a sequence (the order the console lists and exports; gaps
+where an append rolled back). The table itself refuses UPDATE, DELETE and TRUNCATE (trigger).
+
+Entries written before the per-chain revision (migration 0012) keep their hashes: they are
+the first stretch of the platform chain, in the format of their time (`hash_format` 1).
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ from datetime import UTC, datetime
 
 from flask import current_app, g, has_request_context
 from flask_login import current_user
-from sqlalchemy import BigInteger, DateTime, String, select, text
+from sqlalchemy import BigInteger, DateTime, SmallInteger, String, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -28,13 +38,27 @@ from compliance.audit_keys import AuditKey, current_key_ring
 from core.api import paginate
 from core.extensions import db
 from core.ids import new_id
-from tenants.models import Member
+from core.ratelimit import client_ip
+from tenants.models import ApiKey, Member
 
 GENESIS_HASH = "0" * 64
-# One chain for the whole platform: every append serialises on this lock until its
-# transaction ends, which keeps `prev_hash` pointing at the entry committed just before and
-# `seq` free of gaps (a rolled-back append leaves none: seq is not taken from a sequence).
-_APPEND_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('lango.audit_log', 0))"
+PLATFORM_CHAIN = "platform"  # tenant ids are `ten_…`: never a tenant's chain name
+# hash_format: what an entry's hash covers. LEGACY: entries of the single platform-wide
+# chain (before migration 0012), whose content names no chain; CHAINED: every entry since.
+LEGACY_FORMAT = 1
+CHAINED_FORMAT = 2
+# Claims the chain's head: the row is locked until the transaction ends (only appends to
+# this chain wait for it), and what it returns is the head as committed by the append
+# before. A chain's first append creates its row. The entry's `seq` is drawn at once.
+_CLAIM_HEAD = text(
+    "INSERT INTO public.audit_chain_heads AS head (chain, seq, hash)"
+    " VALUES (:chain, 0, :genesis)"
+    " ON CONFLICT (chain) DO UPDATE SET seq = head.seq"
+    " RETURNING head.seq, head.hash, nextval('public.audit_log_seq') AS entry_seq"
+)
+_MOVE_HEAD = text(
+    "UPDATE public.audit_chain_heads SET seq = :seq, hash = :hash WHERE chain = :chain"
+)
 
 
 class AuditAction(enum.StrEnum):
@@ -97,6 +121,10 @@ class AuditEntry(db.Model):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    # The tenant id, or PLATFORM_CHAIN; legacy entries are all in the platform chain.
+    chain: Mapped[str] = mapped_column(String(40))
+    chain_seq: Mapped[int] = mapped_column(BigInteger)
+    hash_format: Mapped[int] = mapped_column(SmallInteger)
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     actor_type: Mapped[str] = mapped_column(String(20))
     actor_id: Mapped[str | None] = mapped_column(String(64))
@@ -114,6 +142,18 @@ class AuditEntry(db.Model):
     key_id: Mapped[str | None] = mapped_column(String(16))
 
 
+class AuditChainHead(db.Model):
+    """Each chain's newest entry (seq, hash): the row an append locks. Written in the
+    append's transaction, so it always agrees with the chain unless someone tampered."""
+
+    __tablename__ = "audit_chain_heads"
+    __table_args__ = {"schema": "public"}
+
+    chain: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
 def record(
     action: AuditAction,
     *,
@@ -123,18 +163,21 @@ def record(
     diff: dict | None = None,
     actor: Actor | None = None,
 ) -> AuditEntry:
-    """Append one entry in the caller's transaction (the caller commits). Holds the chain's
-    advisory lock until that transaction ends. The actor, source IP and request id come from
-    the current request when `actor` is not given (an API key's caller, else "system")."""
+    """Append one entry to its chain (the tenant's, or the platform's when `tenant_id` is
+    None) in the caller's transaction (the caller commits). Holds that chain's head lock
+    until the transaction ends; other chains are not touched. The actor, source IP and
+    request id come from the current request when `actor` is not given (an API key's caller,
+    else "system")."""
     actor = actor or current_actor()
     key = current_key_ring().signing
-    db.session.execute(text(_APPEND_LOCK))
-    head = db.session.execute(
-        select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-    ).first()
+    chain = tenant_id or PLATFORM_CHAIN
+    head = db.session.execute(_CLAIM_HEAD, {"chain": chain, "genesis": GENESIS_HASH}).one()
     entry = AuditEntry(
         id=new_id("aud"),
-        seq=head.seq + 1 if head else 1,
+        seq=head.entry_seq,
+        chain=chain,
+        chain_seq=head.seq + 1,
+        hash_format=CHAINED_FORMAT,
         occurred_at=datetime.now(UTC),
         actor_type=ActorType(actor.type).value,
         actor_id=actor.id,
@@ -143,16 +186,17 @@ def record(
         target_type=target_type,
         target_id=target_id,
         tenant_id=tenant_id,
-        source_ip=_request_value(_client_ip),
+        source_ip=_request_value(client_ip),
         request_id=_request_value(lambda: g.get("request_id")),
         # Stored as JSONB returns it; hashed in the same normal form.
         diff=None if diff is None else json.loads(json.dumps(diff, default=str)),
-        prev_hash=head.hash if head else GENESIS_HASH,
+        prev_hash=head.hash,
         key_id=key.id,
     )
     entry.hash = entry_hash(entry, entry.prev_hash, key)
     db.session.add(entry)
     db.session.flush()
+    db.session.execute(_MOVE_HEAD, {"chain": chain, "seq": entry.chain_seq, "hash": entry.hash})
     return entry
 
 
@@ -164,8 +208,6 @@ def current_actor() -> Actor:
         return SYSTEM
     caller = g.get("caller")
     if caller is not None:
-        from tenants.models import ApiKey
-
         prefix = db.session.scalar(select(ApiKey.prefix).where(ApiKey.id == caller.key_id))
         return Actor(ActorType.API_KEY, caller.key_id, prefix)
     user = current_user._get_current_object() if hasattr(current_app, "login_manager") else None
@@ -191,7 +233,8 @@ def entry_hash(entry: AuditEntry, prev_hash: str, key: AuditKey | None) -> str:
 
 
 def canonical_content(entry: AuditEntry) -> str:
-    """Everything an entry says, as canonical JSON (sorted keys, no spaces, UTC times)."""
+    """Everything an entry says, as canonical JSON (sorted keys, no spaces, UTC times); since
+    per-tenant chains (CHAINED_FORMAT), its place too: the chain and its seq there."""
     content = {
         "seq": entry.seq,
         "id": entry.id,
@@ -207,6 +250,8 @@ def canonical_content(entry: AuditEntry) -> str:
         "request_id": entry.request_id,
         "diff": entry.diff,
     }
+    if entry.hash_format != LEGACY_FORMAT:
+        content.update(chain=entry.chain, chain_seq=entry.chain_seq)
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -232,12 +277,6 @@ def list_entries(
 
 def _request_value(read):
     return read() if has_request_context() else None
-
-
-def _client_ip() -> str:
-    from core.ratelimit import client_ip
-
-    return client_ip()
 
 
 # --- receivers for other domains' signals (connected in core.create_app) ------------------

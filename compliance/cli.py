@@ -6,66 +6,68 @@ import sys
 from pathlib import Path
 
 import click
-from flask.cli import with_appcontext
+
+from compliance.audit_chain import configured_checkpoint_dir, verify_chain, write_anchors
+from compliance.audit_keys import current_key_ring
+from core.commands import group
 
 CHECKPOINT_DIR_HELP = "Where the signed checkpoints are (default: AUDIT_CHECKPOINT_DIR)."
 
-
-@click.group()
-def audit() -> None:
-    """The tamper-evident audit log."""
+audit = group("audit", help="The tamper-evident audit log.")
 
 
 def _checkpoint_dir(option: str | None) -> Path:
-    from compliance.audit_chain import configured_checkpoint_dir
-
     return Path(option) if option else configured_checkpoint_dir()
+
+
+def _chains(count: int) -> str:
+    return f"{count} chain" if count == 1 else f"{count} chains"
 
 
 @audit.command("verify")
 @click.option("--checkpoint-dir", default=None, help=CHECKPOINT_DIR_HELP)
-@with_appcontext
 def audit_verify(checkpoint_dir: str | None) -> None:
-    """Walk the keyed hash chain and hold it against the checkpoints; name the first
-    edited, deleted or reordered entry, or the deleted newest ones (exit 1)."""
-    from compliance.audit_chain import verify_chain
-    from compliance.audit_keys import current_key_ring
-
+    """Walk every chain (one per tenant, one for the platform) and hold it against its
+    checkpoints and head; name, per chain, the first edited, deleted or reordered entry, or
+    the deleted newest ones (exit 1)."""
     directory = _checkpoint_dir(checkpoint_dir)
     report = verify_chain(current_key_ring(), directory)
     if not report.ok:
-        entry = report.first_bad
-        where = f" at entry {entry.id} (seq {entry.seq}, {entry.action})" if entry else ""
-        click.echo(f"BROKEN{where}: {report.problem}", err=True)
-        sys.exit(1)
-    click.echo(f"ok, {report.entries} entries")
-    last = report.last_checkpoint
-    if last is None:
+        for problem in report.problems:
+            click.echo(f"BROKEN {problem.describe()}", err=True)
         click.echo(
-            f"no checkpoint in {directory}: deleting the newest entries would not be detected"
+            f"{report.entries} entries in {_chains(report.chains)} checked; "
+            f"{len(report.problems)} problems"
+        )
+        sys.exit(1)
+    click.echo(f"ok, {report.entries} entries in {_chains(report.chains)}")
+    if report.last_anchor_at is None:
+        click.echo(
+            f"no checkpoint in {directory} or the database: deleting a chain's newest entries "
+            "would be detected only by its head row"
         )
     else:
         click.echo(
-            f"last checkpoint: seq {last.seq} at {last.written_at}; {report.unanchored} "
-            "entries after it (deleting those would not be detected)"
+            f"last checkpoint at {report.last_anchor_at}: {report.unanchored} entries in "
+            f"{_chains(report.unanchored_chains)} after their chain's last checkpoint "
+            "(deleting those would be detected only by the chain's head row)"
         )
 
 
 @audit.command("checkpoint")
 @click.option("--checkpoint-dir", default=None, help=CHECKPOINT_DIR_HELP)
-@with_appcontext
 def audit_checkpoint(checkpoint_dir: str | None) -> None:
-    """Anchor the chain's head now (the scheduler does it every minute); run it once after
-    upgrading from the unkeyed chain, to seal the entries written before keying."""
-    from compliance.audit_chain import CheckpointRefused, write_checkpoint
-    from compliance.audit_keys import current_key_ring
-
-    try:
-        checkpoint = write_checkpoint(current_key_ring(), _checkpoint_dir(checkpoint_dir))
-    except CheckpointRefused as refusal:
-        click.echo(f"BROKEN: {refusal}; no checkpoint written", err=True)
-        sys.exit(1)
-    if checkpoint is None:
+    """Anchor every chain's head now (the scheduler does it every minute); run it once after
+    upgrading from the unkeyed chain, to seal the entries written before keying. A broken
+    chain is named and left unanchored (exit 1); the others are anchored."""
+    run = write_anchors(current_key_ring(), _checkpoint_dir(checkpoint_dir))
+    for anchor in run.anchored:
+        click.echo(f"checkpoint: chain {anchor.chain} seq {anchor.seq} {anchor.hash}")
+    if not run.anchored and not run.refused:
         click.echo("nothing new since the last checkpoint")
-    else:
-        click.echo(f"checkpoint: seq {checkpoint.seq} {checkpoint.hash}")
+    if run.refused:
+        for refused in run.refused:
+            click.echo(f"BROKEN {refused.describe()}; not anchored", err=True)
+        # Exiting rolls the unit back: the database's copies of this run's anchors go, the
+        # file's lines stay, and the next scheduled run writes the rows again.
+        sys.exit(1)

@@ -1,10 +1,10 @@
-"""RQ jobs of compliance: anchoring the audit chain (run by `lango scheduler`)."""
+"""RQ jobs of compliance: anchoring the audit chains (run by `lango scheduler`)."""
 
 from __future__ import annotations
 
 import logging
 
-from compliance.audit_chain import CheckpointRefused, configured_checkpoint_dir, write_checkpoint
+from compliance.audit_chain import configured_checkpoint_dir, write_anchors
 from compliance.audit_keys import current_key_ring
 from core.jobs import app_job
 
@@ -12,13 +12,15 @@ logger = logging.getLogger("lango.audit")
 
 
 @app_job
-def checkpoint_audit_chain() -> int | None:
-    """Append a signed checkpoint of the audit chain's head (AUDIT_CHECKPOINT_DIR and the
-    log); the seq anchored, or None when nothing was appended since the last one. A broken
-    chain is logged as an error and fails the job, anchoring nothing."""
-    try:
-        checkpoint = write_checkpoint(current_key_ring(), configured_checkpoint_dir())
-    except CheckpointRefused as refusal:
-        logger.error("audit checkpoint refused", extra={"problem": str(refusal)})
-        raise
-    return None if checkpoint is None else checkpoint.seq
+def checkpoint_audit_chain() -> dict[str, int]:
+    """Anchor the head of every audit chain that moved since its last anchor
+    (AUDIT_CHECKPOINT_DIR, the log and public.audit_anchors); returns the seq anchored per
+    chain. A broken chain is logged as an error and left unanchored; the job still anchors
+    the others and succeeds, so that one broken chain cannot stop every chain's anchoring."""
+    run = write_anchors(current_key_ring(), configured_checkpoint_dir())
+    for refused in run.refused:
+        logger.error(
+            "audit checkpoint refused",
+            extra={"chain": refused.chain, "problem": refused.describe()},
+        )
+    return {anchor.chain: anchor.seq for anchor in run.anchored}
