@@ -16,6 +16,7 @@ from core.extensions import db, limiter
 from core.idempotency import current_claim, idempotent
 from core.streams import capped_event_stream
 from core.tenancy import tenant_scope
+from core.unit_of_work import tenant_unit_of_work
 from payments import credentials, reports, service
 from payments.models import StkPush
 from payments.schemas import (
@@ -121,7 +122,6 @@ def stream_stk_push(push_id):
     until one ends."""
     caller = current_caller()
     service.get_push(push_id, livemode=caller.livemode)  # 404 before the stream starts
-    db.session.rollback()
     redis = current_app.extensions["lango.redis"]
 
     def events():
@@ -162,18 +162,25 @@ def receive_stk_callback(token):
     sandbox and are exempt. The client address is the connection's (`remote_addr`): behind
     a proxy, TRUSTED_PROXIES makes it the real one."""
     tenant_id = service.tenant_id_from_token(token)
-    if tenant_id is None or not service.tenant_exists(tenant_id):
-        logger.warning("callback with a forged or unknown token", extra={"ip": request.remote_addr})
-        raise NotFound("No such callback.")
-    db.session.rollback()
-    with tenant_scope(tenant_id):
+    if tenant_id is None:
+        raise _forged_token()
+    # The token names the tenant (no API key does): its scope is entered here, as a unit of
+    # work of its own, because a scope rolls back what is left uncommitted when it ends.
+    with tenant_unit_of_work(tenant_id):
+        if not service.tenant_exists(tenant_id):
+            raise _forged_token()
         try:
             result = service.record_callback(token, request.get_data(), request.remote_addr)
         except NotFound:
             logger.warning("callback token bound to no push", extra={"ip": request.remote_addr})
             raise
-        g.callback_outcome = result.outcome.value
+    g.callback_outcome = result.outcome.value
     return {"ResultCode": 0, "ResultDesc": "Accepted"}
+
+
+def _forged_token() -> NotFound:
+    logger.warning("callback with a forged or unknown token", extra={"ip": request.remote_addr})
+    return NotFound("No such callback.")
 
 
 @mpesa_credentials.route("/v1/mpesa-credentials")

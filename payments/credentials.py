@@ -43,7 +43,7 @@ def save_credentials(
     consumer_secret: str,
     passkey: str,
 ) -> MpesaCredentials:
-    """Create or replace the tenant's live credentials (encrypted); commits."""
+    """Create or replace the tenant's live credentials (encrypted), audited; flushed."""
     row = db.session.get(MpesaCredentials, tenant_id)
     before = _audited_state(row) if row is not None else None
     row = row or MpesaCredentials(tenant_id=tenant_id)
@@ -63,7 +63,7 @@ def save_credentials(
         tenant_id=tenant_id,
         diff={"before": before, "after": _audited_state(row)},
     )
-    db.session.commit()
+    db.session.flush()
     return row
 
 
@@ -82,7 +82,7 @@ def change_credentials(
 ) -> MpesaCredentials:
     """Like save_credentials, for write-only forms: a secret left out (None or empty) keeps
     the stored one. The first save needs all three; ValidationFailed names the missing ones
-    (in `errors`, by field). Commits, audited like save_credentials."""
+    (in `errors`, by field). Audited like save_credentials."""
     given = {"consumer_key": consumer_key, "consumer_secret": consumer_secret, "passkey": passkey}
     missing = [name for name in SECRET_FIELDS if not given[name]]
     row = get_credentials(tenant_id)
@@ -141,5 +141,4 @@ def rotate_encryption() -> int:
         row.consumer_key_encrypted = crypto.rotate(row.consumer_key_encrypted)
         row.consumer_secret_encrypted = crypto.rotate(row.consumer_secret_encrypted)
         row.passkey_encrypted = crypto.rotate(row.passkey_encrypted)
-    db.session.commit()
     return len(rows)

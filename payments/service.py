@@ -1,8 +1,13 @@
 """STK push: initiate, apply outcomes (from callbacks or STK query), reconcile, expire.
 
-Every function here runs inside the tenant's scope. A push moves pending → succeeded |
-failed | cancelled | expired once; the move and its `payment.*` event commit in one
-transaction (row locked), so duplicate or racing callbacks and queries change nothing twice.
+Every function here runs inside the tenant's scope and only flushes: the request, job or
+command around it commits (core.unit_of_work). The commits in the middle are named
+checkpoints: the pending push before Daraja is called, a push Daraja refused before its
+request fails, and a callback's raw body before it is parsed.
+
+A push moves pending → succeeded | failed | cancelled | expired once; the move and its
+`payment.*` event are in one transaction (row locked), so duplicate or racing callbacks and
+queries change nothing twice.
 The one later move: `expired` is Lango's own conclusion, not M-Pesa's, so a push Lango expired
 that M-Pesa then reports paid becomes succeeded (money M-Pesa reports is never discarded). A
 success reported after M-Pesa itself said failed or cancelled is held and flagged instead.
@@ -24,13 +29,15 @@ from zoneinfo import ZoneInfo
 from blinker import Namespace
 from flask import current_app
 from marshmallow import ValidationError
+from sqlalchemy import event as orm_event
 from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from billing.quota import count_again as count_usage_again
 from billing.quota import release as release_quota
 from billing.quota import reserve as reserve_quota
 from compliance.audit import Actor, AuditAction, record
-from compliance.fraud import Outcome, ScreenedPush, open_review_case, refuse, screen
+from compliance.fraud import Decision, Outcome, ScreenedPush, open_review_case, refuse, screen
 from core.api import field_with_nul
 from core.errors import LangoError, NotFound, PermissionDenied
 from core.events import record_event
@@ -39,10 +46,12 @@ from core.idempotency import Claim
 from core.ids import new_id
 from core.phone import mask_phone
 from core.tenancy import require_tenant
+from core.unit_of_work import Checkpoint, checkpoint
+from payments.credentials import live_credentials
 from payments.daraja import DarajaClient, DarajaCredentials, DarajaError, DarajaRejected
 from payments.models import CallbackOutcome, MpesaCallback, PushStatus, StkPush
 from payments.schemas import DarajaCallbackSchema, StkPushSchema
-from tenants.service import Caller
+from tenants.service import Caller, get_tenant
 
 logger = logging.getLogger("lango.payments")
 EAT = ZoneInfo("Africa/Nairobi")
@@ -69,6 +78,8 @@ EXPIRED_BY_LANGO = "expired"
 _AMOUNT_TEXT = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
 _MSISDN_TEXT = re.compile(r"^\d{9,15}$")
 _RECEIPT = re.compile(r"^[A-Z0-9]{1,20}$")
+# Pushes whose status changed in the session's open transaction: published once it commits.
+_CHANGED_PUSHES = "lango.payments.changed_pushes"
 
 
 class LivemodeNotEnabled(PermissionDenied):
@@ -111,8 +122,9 @@ def initiate_push(
 ) -> StkPush:
     """Create the push (pending) and ask Daraja to prompt the customer.
 
-    The pending row is committed before Daraja is called, so a crash at any point leaves a
-    push that the callback or reconciliation can still finish. Fraud screening runs first:
+    The pending row is committed before Daraja is called (a checkpoint), so a crash at any
+    point leaves a push that the callback or reconciliation can still finish; Daraja's ids
+    for it are committed by the caller's unit of work. Fraud screening runs first:
     FraudBlocked (403) leaves no push and no quota used; a `review` outcome opens a review
     case in the push's own transaction. Raises LivemodeNotEnabled, or
     DarajaUnavailable (after marking the push failed) when Daraja refused it or was surely
@@ -134,43 +146,11 @@ def initiate_push(
     if decision.outcome is Outcome.BLOCK:
         raise refuse(decision)
     token = callback_token(caller.tenant_id)
-    now = datetime.now(UTC)
-    push = StkPush(
-        id=new_id("stk"),
-        livemode=caller.livemode,
-        status=PushStatus.PENDING,
-        phone_number=request.phone_number,
-        amount=request.amount,
-        account_reference=request.account_reference,
-        description=request.description,
-        metadata_=request.metadata,
-        callback_token_hash=hash_token(token),
-        created_at=now,
-        updated_at=now,
-    )
-    db.session.add(push)
-    db.session.flush()
-    # Counted in the same transaction as the push row: both exist, or neither.
-    reserve_quota(caller.tenant_id, caller.livemode, push.id)
-    record(
-        AuditAction.STK_PUSH_INITIATED,
-        target_type="stk_push",
-        target_id=push.id,
-        tenant_id=caller.tenant_id,
-        actor=actor,
-        diff={
-            "after": {
-                "amount": push.amount,
-                "phone_number": mask_phone(push.phone_number),
-                "livemode": push.livemode,
-            }
-        },
-    )
-    if decision.outcome is Outcome.REVIEW:
-        open_review_case(caller.tenant_id, push.id, decision.rule_id)  # the push goes ahead
-    if claim is not None:
-        claim.link(push.id)
-    db.session.commit()
+    push = _create_pending_push(caller, request, token, decision, actor=actor, claim=claim)
+    # The push, its quota reservation, its audit entry and the claim's link are durable before
+    # Daraja can take money for them: a crash from here on leaves a pending push that the
+    # callback or reconciliation finishes, and a retry with the key gets this push back.
+    checkpoint(Checkpoint.PENDING_PUSH)
     logger.info(
         "stk push created",
         extra={"stk_push_id": push.id, "phone": mask_phone(push.phone_number)},
@@ -188,18 +168,71 @@ def initiate_push(
             # Daraja may have acted on it (e.g. a read timeout): the customer may yet pay.
             # Leave it pending; the callback or the expiry deadline settles it.
             logger.warning("stk push outcome unknown", extra={"stk_push_id": push.id})
-            return db.session.get(StkPush, push.id)
+            return push
         _fail_at_initiation(push, error)
+        # The failed push and its released reservation are kept although the caller answers
+        # with an error (which rolls its unit of work back).
+        checkpoint(Checkpoint.REFUSED_PUSH)
         unavailable = DarajaUnavailable(
             _refusal_message(error), stk_push_id=push.id, daraja_error_code=error.error_code
         )
         if isinstance(error, DarajaRejected):
             unavailable.status = 502  # Daraja answered and refused; 503 when unreachable
         raise unavailable from None
-    push = db.session.get(StkPush, push.id)
     push.merchant_request_id = accepted.merchant_request_id
     push.checkout_request_id = accepted.checkout_request_id
-    db.session.commit()
+    return push
+
+
+def _create_pending_push(
+    caller: Caller,
+    request: PushRequest,
+    token: str,
+    decision: Decision,
+    *,
+    actor: Actor | None,
+    claim: Claim | None,
+) -> StkPush:
+    """The pending push with its quota reservation, audit entry, review case (a `review`
+    outcome) and claim link, flushed. In a savepoint: QuotaExceeded, PlanExcludesLivemode or
+    IdempotencyKeyInUse leaves nothing of it behind, even for a caller that catches them."""
+    now = datetime.now(UTC)
+    push = StkPush(
+        id=new_id("stk"),
+        livemode=caller.livemode,
+        status=PushStatus.PENDING,
+        phone_number=request.phone_number,
+        amount=request.amount,
+        account_reference=request.account_reference,
+        description=request.description,
+        metadata_=request.metadata,
+        callback_token_hash=hash_token(token),
+        created_at=now,
+        updated_at=now,
+    )
+    with db.session.begin_nested():
+        db.session.add(push)
+        db.session.flush()
+        # Counted in the same transaction as the push row: both exist, or neither.
+        reserve_quota(caller.tenant_id, caller.livemode, push.id)
+        record(
+            AuditAction.STK_PUSH_INITIATED,
+            target_type="stk_push",
+            target_id=push.id,
+            tenant_id=caller.tenant_id,
+            actor=actor,
+            diff={
+                "after": {
+                    "amount": push.amount,
+                    "phone_number": mask_phone(push.phone_number),
+                    "livemode": push.livemode,
+                }
+            },
+        )
+        if decision.outcome is Outcome.REVIEW:
+            open_review_case(caller.tenant_id, push.id, decision.rule_id)  # the push goes ahead
+        if claim is not None:
+            claim.link(push.id)
     return push
 
 
@@ -210,7 +243,7 @@ def _refusal_message(error: DarajaError) -> str:
 
 
 def _fail_at_initiation(push: StkPush, error: DarajaError) -> None:
-    push = db.session.scalars(select(StkPush).where(StkPush.id == push.id).with_for_update()).one()
+    push = _lock_push(push.id)
     if push.status is PushStatus.PENDING:
         release_quota(require_tenant().tenant_id, push.id)  # never left Lango: not billed
         _finish(
@@ -219,7 +252,16 @@ def _fail_at_initiation(push: StkPush, error: DarajaError) -> None:
             result_code=error.error_code or "daraja_unavailable",
             result_description=(error.error_message or "Daraja unavailable")[:255],
         )
-    db.session.commit()
+
+
+def _lock_push(push_id: str) -> StkPush:
+    """The push, row-locked and read afresh from the database (not the session's copy)."""
+    return db.session.scalars(
+        select(StkPush)
+        .where(StkPush.id == push_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 def get_push(push_id: str, *, livemode: bool) -> StkPush:
@@ -266,7 +308,8 @@ class CallbackResult:
 def record_callback(token: str, raw_body: bytes, source_ip: str | None) -> CallbackResult:
     """Store a Daraja callback, then apply it to its push (in the current tenant scope).
 
-    The raw body is committed before any parsing, so nothing Daraja sent is ever lost.
+    The raw body is committed before any parsing (a checkpoint), so nothing Daraja sent is
+    ever lost; applying it is committed by the caller's unit of work.
     Duplicates and callbacks for a finished push change nothing, except a success for a push
     Lango expired (it succeeds late). A body that is not Daraja's shape is kept as
     unparseable; a success whose amount or phone disagrees with the push (or lacks one) is
@@ -291,7 +334,8 @@ def record_callback(token: str, raw_body: bytes, source_ip: str | None) -> Callb
         detail="source address not in MPESA_CALLBACK_ALLOWED_IPS" if refused else None,
     )
     db.session.add(callback)
-    db.session.commit()
+    # What Daraja sent is kept even if parsing or applying it fails, or the source is refused.
+    checkpoint(Checkpoint.RAW_CALLBACK)
     if refused:
         logger.warning(
             "callback from outside the allowed addresses",
@@ -300,13 +344,11 @@ def record_callback(token: str, raw_body: bytes, source_ip: str | None) -> Callb
         raise CallbackSourceRefused()
 
     parsed = _parse_callback(raw_body)
-    push = db.session.scalars(select(StkPush).where(StkPush.id == push.id).with_for_update()).one()
-    callback = db.session.get(MpesaCallback, callback.id)
+    push = _lock_push(push.id)
     outcome, detail = _apply_callback(push, parsed)
     callback.outcome, callback.detail = outcome.value, detail
-    db.session.commit()
     if outcome is CallbackOutcome.APPLIED:
-        publish_status(push)
+        publish_status_after_commit(push)
     return CallbackResult(outcome, push)
 
 
@@ -323,9 +365,11 @@ def _allowed_callback_source(source_ip: str | None) -> bool:
 
 def tenant_exists(tenant_id: str) -> bool:
     """Any status: a suspended tenant's customers may still have paid."""
-    from tenants.models import Tenant
-
-    return db.session.get(Tenant, tenant_id) is not None
+    try:
+        get_tenant(tenant_id)
+    except NotFound:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -538,20 +582,15 @@ class ReconcileReport:
     errors: int = 0
 
 
-def reconcile_pending(
-    tenant_id: str, live_enabled: bool, now: datetime | None = None
-) -> ReconcileReport:
-    """Resolve this tenant's pushes still pending after RECONCILE_AFTER_SECONDS by asking
-    Daraja (STK query), and expire those with no outcome after PUSH_EXPIRY_SECONDS. Pushes
-    Lango expired after Daraja acknowledged them are asked about again every
-    RECONCILE_EXPIRED_INTERVAL_SECONDS for RECONCILE_EXPIRED_FOR_SECONDS, until M-Pesa gives
-    a final answer: a lost callback's payment is found by asking, never by pushing again."""
+def pushes_to_reconcile(now: datetime) -> list[str]:
+    """The ids of the current tenant's pushes reconciliation visits at `now`, oldest first
+    (at most 200 of each kind): those still pending after RECONCILE_AFTER_SECONDS that were
+    not asked about within RECONCILE_INTERVAL_SECONDS (or are past PUSH_EXPIRY_SECONDS), and
+    those Lango expired after Daraja acknowledged them, asked about again every
+    RECONCILE_EXPIRED_INTERVAL_SECONDS for RECONCILE_EXPIRED_FOR_SECONDS."""
     settings = current_app.extensions["lango.settings"]
-    now = now or datetime.now(UTC)
     query_before = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
     requery_before = now - timedelta(seconds=settings.RECONCILE_INTERVAL_SECONDS)
-    expire_before = now - timedelta(seconds=settings.PUSH_EXPIRY_SECONDS)
-    report = ReconcileReport()
     pending = (
         select(StkPush.id)
         .where(
@@ -560,7 +599,7 @@ def reconcile_pending(
             or_(
                 StkPush.last_queried_at.is_(None),
                 StkPush.last_queried_at < requery_before,
-                StkPush.created_at < expire_before,
+                StkPush.created_at < _expire_before(now),
             ),
         )
         .order_by(StkPush.created_at)
@@ -579,14 +618,19 @@ def reconcile_pending(
         .order_by(StkPush.created_at)
         .limit(200)
     )
-    candidates = [*db.session.scalars(pending), *db.session.scalars(expired_unanswered)]
-    db.session.rollback()
-    for push_id in candidates:
-        _reconcile_one(push_id, live_enabled, expire_before, report)
-    return report
+    return [*db.session.scalars(pending), *db.session.scalars(expired_unanswered)]
 
 
-def _reconcile_one(push_id: str, live_enabled: bool, expire_before: datetime, report) -> None:
+def _expire_before(now: datetime) -> datetime:
+    return now - timedelta(seconds=current_app.extensions["lango.settings"].PUSH_EXPIRY_SECONDS)
+
+
+def reconcile_push(push_id: str, now: datetime, report: ReconcileReport) -> None:
+    """Ask Daraja about one push (STK query) and apply M-Pesa's final answer, or expire a
+    push still pending with no answer PUSH_EXPIRY_SECONDS after it was created (as of `now`).
+    A lost callback's payment is found by asking, never by pushing again. Daraja is asked
+    before the row is locked; the answer is applied under the lock, and the caller commits.
+    Counts what it did in `report`."""
     push = db.session.get(StkPush, push_id)
     result = None
     if push.checkout_request_id:
@@ -597,8 +641,7 @@ def _reconcile_one(push_id: str, live_enabled: bool, expire_before: datetime, re
         except (DarajaError, LivemodeNotEnabled) as error:
             report.errors += 1
             logger.warning("stk query failed", extra={"stk_push_id": push_id, "error": str(error)})
-    db.session.rollback()
-    push = db.session.scalars(select(StkPush).where(StkPush.id == push_id).with_for_update()).one()
+    push = _lock_push(push_id)
     changed = False
     if result is not None and not result.pending:
         # Settled even if the push was made final meanwhile: Lango's own expiry must not
@@ -612,16 +655,14 @@ def _reconcile_one(push_id: str, live_enabled: bool, expire_before: datetime, re
         changed = outcome is CallbackOutcome.APPLIED
         report.resolved += changed
     elif push.status.is_final and not _expired_by_lango(push):
-        db.session.rollback()
         return
-    elif push.status is PushStatus.PENDING and push.created_at < expire_before:
+    elif push.status is PushStatus.PENDING and push.created_at < _expire_before(now):
         _expire(push)
         changed = True
         report.expired += 1
     push.last_queried_at = datetime.now(UTC)
-    db.session.commit()
     if changed:
-        publish_status(push)
+        publish_status_after_commit(push)
 
 
 def _expire(push: StkPush) -> None:
@@ -655,8 +696,6 @@ def daraja_credentials(tenant_id: str, livemode: bool, live_enabled: bool) -> Da
             kind="paybill",
             till_number=None,
         )
-    from payments.credentials import live_credentials
-
     credentials = live_credentials(tenant_id, settings.DARAJA_BASE_URL) if live_enabled else None
     if credentials is None:
         raise LivemodeNotEnabled()
@@ -675,7 +714,10 @@ def callback_token(tenant_id: str) -> str:
 
 def tenant_id_from_token(token: str) -> str | None:
     tenant_part, dot, secret = token.partition(".")
-    if not dot or len(tenant_part) != 26 or not tenant_part.isalnum() or len(secret) < 32:
+    if not dot or len(tenant_part) != 26 or len(secret) < 32:
+        return None
+    # ASCII only: the id names a schema, and a tenant scope refuses any other character.
+    if not (tenant_part.isascii() and tenant_part.isalnum()):
         return None
     return f"ten_{tenant_part.lower()}"
 
@@ -693,9 +735,22 @@ def status_channel(push_id: str) -> str:
     return f"lango:stk-status:{push_id}"
 
 
-def publish_status(push: StkPush) -> None:
-    """Tell live streams (SSE) that the push changed; best effort, the database is the truth."""
-    try:
-        current_app.extensions["lango.redis"].publish(status_channel(push.id), push.status.value)
-    except Exception:  # Redis down: streams fall back to polling
-        logger.warning("could not publish status", extra={"stk_push_id": push.id})
+def publish_status_after_commit(push: StkPush) -> None:
+    """Tell live streams (SSE) that the push changed, once the current transaction commits:
+    a stream woken before that would read the old status. Best effort; the database is the
+    truth."""
+    db.session.info.setdefault(_CHANGED_PUSHES, {})[push.id] = push.status.value
+
+
+@orm_event.listens_for(Session, "after_commit")
+def _publish_committed(session: Session) -> None:
+    for push_id, status in session.info.pop(_CHANGED_PUSHES, {}).items():
+        try:
+            current_app.extensions["lango.redis"].publish(status_channel(push_id), status)
+        except Exception:  # Redis down: streams fall back to polling
+            logger.warning("could not publish status", extra={"stk_push_id": push_id})
+
+
+@orm_event.listens_for(Session, "after_rollback")
+def _forget_uncommitted(session: Session) -> None:
+    session.info.pop(_CHANGED_PUSHES, None)

@@ -4,6 +4,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from core.extensions import db
+from core.unit_of_work import unit_of_work
 from payments.credentials import live_credentials, rotate_encryption
 from tests.conftest import TEST_ENCRYPTION_KEY
 
@@ -65,7 +66,8 @@ def test_rotation_re_encrypts_with_the_newest_key(app, api, tenant):
     object.__setattr__(settings, "ENCRYPTION_KEYS", (newest, TEST_ENCRYPTION_KEY))
     try:
         with app.app_context():
-            assert rotate_encryption() == 1
+            with unit_of_work():
+                assert rotate_encryption() == 1
             token = db.session.execute(
                 text("SELECT passkey_encrypted FROM public.mpesa_credentials")
             ).scalar()

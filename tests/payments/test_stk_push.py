@@ -11,9 +11,12 @@ from sqlalchemy import select, text
 
 from core.extensions import db
 from core.tenancy import tenant_scope
+from core.unit_of_work import tenant_unit_of_work, unit_of_work
 from payments import service
-from payments.jobs import reconcile_pending_pushes
+from payments.credentials import save_credentials
+from payments.jobs import reconcile_pending_pushes, reconcile_tenant
 from payments.models import MpesaCallback, StkPush
+from tenants.service import create_api_key, get_tenant
 from tests.conftest import ApiClient
 from tests.served import LATE_CALLBACK, wait_for_status
 
@@ -85,6 +88,16 @@ def test_lock_error_is_refused_at_once_and_nothing_is_pending(platform, app, api
     push = api.get(f"{STKPUSHES}/{error['stk_push_id']}").get_json()
     assert push["status"] == "failed" and "lock subscriber" in push["result_description"]
     assert payment_events(app, tenant.id, push["id"]) == ["payment.failed"]
+
+
+def test_daraja_ids_are_kept_for_a_push_made_with_an_idempotency_key(platform, api):
+    created = api.post(
+        STKPUSHES, json=push_body("254700000099"), headers={"Idempotency-Key": "daraja-ids"}
+    ).get_json()
+
+    assert created["checkout_request_id"]
+    stored = api.get(f"{STKPUSHES}/{created['id']}").get_json()
+    assert stored["checkout_request_id"] == created["checkout_request_id"]
 
 
 def test_duplicate_callback_changes_state_once(platform, app, api, tenant):
@@ -237,9 +250,7 @@ def test_another_tenants_push_is_404(platform, client, tenant_factory):
 
 
 def test_live_key_needs_credentials_and_enablement(platform, app, client, tenant):
-    from tenants.service import create_api_key
-
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         live_secret = create_api_key(tenant.id, livemode=True, name="live").secret
     live = ApiClient(client, live_secret)
 
@@ -250,10 +261,7 @@ def test_live_key_needs_credentials_and_enablement(platform, app, client, tenant
 
 
 def test_test_keys_never_see_live_pushes(platform, app, client, api, tenant):
-    from payments.credentials import save_credentials
-    from tenants.service import create_api_key, get_tenant
-
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         save_credentials(
             tenant.id,
             shortcode="174379",
@@ -268,7 +276,6 @@ def test_test_keys_never_see_live_pushes(platform, app, client, api, tenant):
             text("UPDATE public.subscriptions SET plan_code = 'starter' WHERE tenant_id = :t"),
             {"t": tenant.id},
         )
-        db.session.commit()
         live_secret = create_api_key(tenant.id, livemode=True, name="live").secret
     # Live mode normally talks to Safaricom; here its base URL is our sandbox.
     settings = app.extensions["lango.settings"]
@@ -540,7 +547,7 @@ def expire_with_checkout_id(
         )
         db.session.commit()
         later = datetime.now(UTC) + timedelta(minutes=6)
-        return service.reconcile_pending(tenant_id, False, now=later)
+        return reconcile_tenant(tenant_id, now=later)
 
 
 def expire_unacknowledged(app, tenant_id, push_id) -> service.ReconcileReport:
@@ -617,7 +624,8 @@ def test_reconciliation_applies_a_success_for_a_push_lango_expired_meanwhile(
         )
         db.session.commit()
         report = service.ReconcileReport()
-        service._reconcile_one(push_id, False, datetime.now(UTC), report)
+        with tenant_unit_of_work(tenant.id):
+            service.reconcile_push(push_id, datetime.now(UTC), report)
 
     final = api.get(f"{STKPUSHES}/{push_id}").get_json()
     assert (final["status"], final["result_code"]) == ("succeeded", "0")
@@ -650,9 +658,9 @@ def test_reconciliation_keeps_asking_about_an_acknowledged_push_lango_expired(
     expired_by_lango(app, tenant.id, push_id, minutes_ago=2)
     with app.app_context(), tenant_scope(tenant.id):
         # Asked again only once RECONCILE_EXPIRED_INTERVAL_SECONDS (5 min) has passed.
-        assert service.reconcile_pending(tenant.id, False).queried == 0
+        assert reconcile_tenant(tenant.id).queried == 0
         later = datetime.now(UTC) + timedelta(minutes=4)
-        report = service.reconcile_pending(tenant.id, False, now=later)
+        report = reconcile_tenant(tenant.id, now=later)
 
     assert (report.queried, report.resolved) == (1, 1)
     final = api.get(f"{STKPUSHES}/{push_id}").get_json()
@@ -667,7 +675,7 @@ def test_an_expired_push_is_no_longer_asked_about_after_the_follow_up_window(
     push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
     expired_by_lango(app, tenant.id, push_id, minutes_ago=25 * 60)
     with app.app_context(), tenant_scope(tenant.id):
-        assert service.reconcile_pending(tenant.id, False).queried == 0
+        assert reconcile_tenant(tenant.id).queried == 0
     assert api.get(f"{STKPUSHES}/{push_id}").get_json()["status"] == "expired"
 
 
@@ -682,7 +690,7 @@ def test_a_failure_reported_for_an_expired_push_is_recorded_and_ends_the_follow_
     final = api.get(f"{STKPUSHES}/{push['id']}").get_json()
     assert (final["status"], final["result_code"]) == ("expired", "1032")
     with app.app_context(), tenant_scope(tenant.id):
-        assert service.reconcile_pending(tenant.id, False).queried == 0
+        assert reconcile_tenant(tenant.id).queried == 0
     # M-Pesa's later success still counts: the push succeeds late.
     post_callback(client, callback_token["value"], daraja_callback(push))
     assert api.get(f"{STKPUSHES}/{push['id']}").get_json()["status"] == "succeeded"
@@ -708,7 +716,7 @@ def test_a_push_daraja_never_acknowledged_is_released_once_when_it_expires(
     def reconcile():
         with app.app_context(), tenant_scope(tenant.id):
             start.wait()
-            reports.append(service.reconcile_pending(tenant.id, False, now=later))
+            reports.append(reconcile_tenant(tenant.id, now=later))
 
     threads = [threading.Thread(target=reconcile) for _ in range(4)]
     for thread in threads:
