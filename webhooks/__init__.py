@@ -11,18 +11,12 @@ def init_app(app: Flask) -> None:
     from core.events import subscribe
     from core.extensions import api
     from core.jobs import register_periodic
-    from core.plan_limits import plan_limits
-    from core.tenancy import require_tenant
-    from webhooks import jobs
+    from webhooks import jobs, service
     from webhooks.api import event_log, webhook_endpoints
-    from webhooks.endpoints import use_endpoint_limits
-    from webhooks.service import fan_out
 
     for blueprint in (webhook_endpoints, event_log):
         api.register_blueprint(blueprint)
-    subscribe(app, "webhooks", lambda event: fan_out(event, tenant_id=require_tenant().tenant_id))
-    use_endpoint_limits(lambda tenant_id: plan_limits(tenant_id).max_webhook_endpoints)
+    # Every type but a ping, which goes to the one endpoint it was sent to (send_ping).
+    subscribe(app, service.SUBSCRIBER, service.fan_out, types=service.FANNED_OUT_TYPES)
     # Re-enqueues deliveries whose job was lost (Redis flushed, worker killed): no loss.
-    register_periodic(
-        app, jobs.sweep_due_deliveries, queue="webhooks", interval=30, timeout=300
-    )
+    register_periodic(app, jobs.sweep_due_deliveries, queue="webhooks", interval=30, timeout=300)

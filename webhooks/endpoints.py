@@ -3,11 +3,15 @@
 Each endpoint belongs to one mode (the key that made it decides); a key only ever sees
 endpoints of its own mode. Secrets are stored encrypted (core.crypto) and are returned in
 plaintext only by the call that issues them (create, rotate).
+
+Every change sends `core.changes.endpoint_changed` in its own transaction, with `change`
+("created", "updated", "deleted"), `tenant_id` and the `before`/`after` settings: compliance
+audits it (webhooks never imports compliance; a receiver that raises undoes the change).
+Nothing here commits: the caller's unit of work (the request) does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,39 +21,17 @@ from sqlalchemy import func, select, text, update
 from core import crypto
 from core.changes import endpoint_changed
 from core.errors import NotFound, PermissionDenied, ValidationFailed
+from core.events import EventType
 from core.extensions import db
 from core.ids import new_id
+from core.plan_limits import plan_limits
 from core.tenancy import require_tenant
-from webhooks import signing, ssrf
+from webhooks import service, signing, ssrf
 from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 # The event types an endpoint may subscribe to; "*" means every type, present and future.
-EVENT_TYPES = (
-    "payment.succeeded",
-    "payment.failed",
-    "payment.cancelled",
-    "payment.expired",
-    "payment.flagged",
-    "webhook_endpoint.disabled",
-    "ping",
-)
+EVENT_TYPES = tuple(event_type.value for event_type in EventType)
 ALL_EVENTS = "*"
-
-# How many endpoints the tenant's plan allows (None: no limit), told by billing and plugged
-# in by create_app, so webhooks never imports billing. It may raise LookupError for a tenant
-# without a plan: no limit applies then.
-_endpoint_limit: Callable[[str], int | None] | None = None
-
-
-def use_endpoint_limits(resolver: Callable[[str], int | None]) -> None:
-    """Have the per-tenant endpoint limit come from `resolver(tenant_id)`."""
-    global _endpoint_limit
-    _endpoint_limit = resolver
-
-
-# Sent in the endpoint's transaction, before it commits, with `change` ("created", "updated",
-# "deleted"), `tenant_id` and the `before`/`after` settings: compliance audits it (webhooks
-# never imports compliance; a receiver that raises rolls the change back).
 
 
 def audited_state(endpoint: WebhookEndpoint) -> dict:
@@ -88,7 +70,7 @@ def create_endpoint(
     enabled: bool = True,
 ) -> IssuedEndpoint:
     """Create an endpoint of the given mode with a fresh secret. Raises ValidationFailed
-    (unsafe URL) or EndpointLimitReached. Commits."""
+    (unsafe URL) or EndpointLimitReached."""
     _check_url(url, livemode=livemode)
     tenant_id = require_tenant().tenant_id
     # One creation at a time per tenant, so concurrent requests cannot pass the limit.
@@ -116,7 +98,6 @@ def create_endpoint(
     endpoint_changed.send(
         endpoint, change="created", tenant_id=tenant_id, after=audited_state(endpoint)
     )
-    db.session.commit()
     return IssuedEndpoint(endpoint, secret)
 
 
@@ -154,7 +135,7 @@ def endpoints_by_id(endpoint_ids, *, livemode: bool) -> dict[str, WebhookEndpoin
 def update_endpoint(endpoint_id: str, *, livemode: bool, **changes) -> WebhookEndpoint:
     """Change url, enabled_events, description and/or enabled. Disabling records the reason
     "manual"; re-enabling a disabled endpoint forgets its failure run and redelivers what it
-    missed meanwhile. Commits."""
+    missed meanwhile."""
     endpoint = get_endpoint(endpoint_id, livemode=livemode, for_update=True)
     before = audited_state(endpoint)
     if "url" in changes:
@@ -176,9 +157,6 @@ def update_endpoint(endpoint_id: str, *, livemode: bool, **changes) -> WebhookEn
         endpoint.disabled_reason = "manual"
     endpoint.updated_at = datetime.now(UTC)
     if reenabled:
-        # Imported here: the delivery service itself imports this module (signing_secrets).
-        from webhooks import service
-
         # Same transaction: the endpoint is enabled by the time the replayed jobs run.
         service.redeliver_missed(endpoint, since=missed_since)
     endpoint_changed.send(
@@ -188,13 +166,13 @@ def update_endpoint(endpoint_id: str, *, livemode: bool, **changes) -> WebhookEn
         before=before,
         after=audited_state(endpoint),
     )
-    db.session.commit()
+    db.session.flush()
     return endpoint
 
 
 def delete_endpoint(endpoint_id: str, *, livemode: bool) -> WebhookEndpoint:
     """Delete the endpoint; its pending deliveries are marked failed in the same transaction
-    (a delivery job that still runs finds no endpoint and does nothing). Commits."""
+    (a delivery job that still runs finds no endpoint and does nothing)."""
     endpoint = get_endpoint(endpoint_id, livemode=livemode, for_update=True)
     db.session.execute(
         update(WebhookDelivery)
@@ -211,13 +189,13 @@ def delete_endpoint(endpoint_id: str, *, livemode: bool) -> WebhookEndpoint:
         tenant_id=require_tenant().tenant_id,
         before=audited_state(endpoint),
     )
-    db.session.commit()
+    db.session.flush()
     return endpoint
 
 
 def rotate_secret(endpoint_id: str, *, livemode: bool, grace: timedelta) -> IssuedEndpoint:
     """Issue a new secret; the current one keeps signing alongside it for `grace` (zero:
-    it stops at once). A secret still in an earlier grace period is dropped. Commits."""
+    it stops at once). A secret still in an earlier grace period is dropped."""
     endpoint = get_endpoint(endpoint_id, livemode=livemode, for_update=True)
     secret = signing.new_secret()
     now = datetime.now(UTC)
@@ -229,17 +207,13 @@ def rotate_secret(endpoint_id: str, *, livemode: bool, grace: timedelta) -> Issu
         endpoint.previous_secret_expires_at = None
     endpoint.secret_encrypted = crypto.encrypt(secret)
     endpoint.updated_at = now
-    db.session.commit()
+    db.session.flush()
     return IssuedEndpoint(endpoint, secret)
 
 
 def send_test_event(endpoint_id: str, *, livemode: bool):
-    """Send a `ping` event to the endpoint (delivered like any other event). Commits."""
-    from webhooks import service
-
-    event = service.send_ping(get_endpoint(endpoint_id, livemode=livemode))
-    db.session.commit()
-    return event
+    """Send a `ping` event to the endpoint (delivered like any other event)."""
+    return service.send_ping(get_endpoint(endpoint_id, livemode=livemode))
 
 
 def normalize_events(enabled_events: list[str]) -> list[str]:
@@ -247,20 +221,6 @@ def normalize_events(enabled_events: list[str]) -> list[str]:
     if ALL_EVENTS in enabled_events:
         return [ALL_EVENTS]
     return list(dict.fromkeys(enabled_events))
-
-
-def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
-    """The `whsec_…` secrets to sign with now: the current one, plus the previous one while
-    its rotation grace period lasts (receivers verify either)."""
-    secrets = [crypto.decrypt(endpoint.secret_encrypted)]
-    previous_valid = (
-        endpoint.previous_secret_encrypted is not None
-        and endpoint.previous_secret_expires_at is not None
-        and endpoint.previous_secret_expires_at > now
-    )
-    if previous_valid:
-        secrets.append(crypto.decrypt(endpoint.previous_secret_encrypted))
-    return secrets
 
 
 def _check_url(url: str, *, livemode: bool) -> None:
@@ -274,11 +234,9 @@ def _check_url(url: str, *, livemode: bool) -> None:
 
 
 def _check_limit(tenant_id: str) -> None:
-    if _endpoint_limit is None:
-        return
     try:
-        limit = _endpoint_limit(tenant_id)
-    except LookupError:
+        limit = plan_limits(tenant_id).max_webhook_endpoints
+    except LookupError:  # a tenant without a plan: no limit applies
         return
     if limit is None:
         return

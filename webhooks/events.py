@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from core.errors import NotFound
 from core.events import Event
 from core.extensions import db
+from webhooks import service
 from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
 
 
@@ -105,12 +106,8 @@ def redeliver_event(
     event_id: str, *, livemode: bool, endpoint_id: str | None = None
 ) -> list[DeliveryDetail]:
     """Send the event again, to every endpoint it was for or to one (which must be of the
-    same mode): the deliveries restart as pending. Raises NotFound. Commits."""
-    # Imported here, as in webhooks.endpoints: the delivery service builds on this package.
-    from webhooks import service
-
+    same mode): the deliveries restart as pending, their jobs enqueued once the caller
+    commits. Raises NotFound."""
     get_event(event_id, livemode=livemode)
     # The service refuses an endpoint of another mode than the event's (NotFound).
-    deliveries = service.redeliver(event_id, endpoint_id)
-    db.session.commit()
-    return with_attempts(deliveries)
+    return with_attempts(service.redeliver(event_id, endpoint_id))

@@ -1,17 +1,16 @@
-"""RQ jobs for webhooks. Each takes ids, enters the tenant scope itself, and calls the service."""
+"""RQ jobs for webhooks. Each takes ids, enters the tenant scope itself as one unit of work,
+and calls the service."""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
-from core.extensions import db
 from core.jobs import app_job
-from core.tenancy import tenant_scope
-from tenants.models import Tenant
+from core.tenancy import registered_tenant_ids
+from core.unit_of_work import tenant_unit_of_work
 from webhooks import service
 
 logger = logging.getLogger("lango.webhooks.jobs")
@@ -20,7 +19,7 @@ logger = logging.getLogger("lango.webhooks.jobs")
 @app_job
 def deliver_webhook(tenant_id: str, delivery_id: str) -> str:
     """One attempt of one delivery (a no-op if it is not due or someone else holds it)."""
-    with tenant_scope(tenant_id):
+    with tenant_unit_of_work(tenant_id):
         return service.deliver(tenant_id, delivery_id)
 
 
@@ -29,14 +28,11 @@ def sweep_due_deliveries(now: datetime | None = None) -> int:
     """Every tenant: re-enqueue pending deliveries whose job was lost (Redis flushed, worker
     killed). One tenant's failure (e.g. a schema not yet migrated) doesn't stop the rest.
     `now` is for tests."""
-    tenant_ids = db.session.scalars(select(Tenant.id).order_by(Tenant.id)).all()
-    db.session.rollback()
     total = 0
-    for tenant_id in tenant_ids:
-        with tenant_scope(tenant_id):
-            try:
+    for tenant_id in registered_tenant_ids():
+        try:
+            with tenant_unit_of_work(tenant_id):
                 total += service.sweep_due(tenant_id, now)
-            except DBAPIError:
-                db.session.rollback()
-                logger.exception("sweeping deliveries failed", extra={"tenant_id": tenant_id})
+        except DBAPIError:
+            logger.exception("sweeping deliveries failed", extra={"tenant_id": tenant_id})
     return total

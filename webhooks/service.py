@@ -1,14 +1,19 @@
 """Webhook delivery: fan an event out to its endpoints, send each delivery, retry, replay.
 
-The database is the record: a delivery row is created in the event's own transaction and an
-RQ job is only a nudge, enqueued after that transaction commits. A job that vanishes (Redis
+The database is the record: `fan_out`, an outbox subscriber (core.events), creates an
+event's delivery rows in the dispatcher's transaction for that event, which also marks the
+event handled by webhooks, so each event is fanned out exactly once. An RQ job is only a
+nudge, enqueued after the transaction that made its row commits. A job that vanishes (Redis
 flushed, worker killed) is replaced by the sweeper (`sweep_due`), and every job re-checks
 its row under a lock before sending, so duplicates are harmless: delivery is at least once,
 and receivers dedupe on `webhook-id` (the event id).
 
 One send is three short steps, none holding a transaction across the HTTP call:
 claim (lock the row, take a slot of the endpoint's concurrency, push `next_attempt_at` past
-the request's timeout so nothing re-sends it while in flight, commit) → send → record.
+the request's timeout so nothing re-sends it while in flight; a checkpoint commits it) →
+send → record (committed by the job's unit of work).
+
+Nothing here commits otherwise: the caller's unit of work (request, job) does.
 """
 
 from __future__ import annotations
@@ -25,17 +30,19 @@ from datetime import UTC, datetime, timedelta
 import redis
 import requests
 from flask import current_app
+from rq import Queue
 from sqlalchemy import event as orm_event
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
-from core.events import Event, record_event
+from core.events import Event, EventType, record_event
 from core.extensions import db
 from core.ids import new_id
 from core.slots import Slot, claim_slot
+from core.tenancy import require_tenant
+from core.unit_of_work import Checkpoint, checkpoint
 from webhooks import signing, ssrf
-from webhooks.endpoints import signing_secrets
 from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger("lango.webhooks")
@@ -52,8 +59,10 @@ BUSY_RETRY_SECONDS = 2.0
 # A job may run a little before its row's next_attempt_at (clock steps, scheduler polling).
 DUE_TOLERANCE_SECONDS = 1.5
 RESPONSE_EXCERPT_BYTES = 500
-PING_TYPE = "ping"
-ENDPOINT_DISABLED_TYPE = "webhook_endpoint.disabled"
+# The name `fan_out` is registered under (core.events.subscribe); stored with each handling.
+SUBSCRIBER = "webhooks.fan_out"
+# A ping goes to the one endpoint it was sent to (send_ping), never through fan_out.
+FANNED_OUT_TYPES = frozenset(t for t in EventType if t is not EventType.PING)
 # How far back re-enabling an endpoint replays what it missed.
 REPLAY_WINDOW = timedelta(days=30)
 
@@ -86,15 +95,17 @@ def endpoint_wants(endpoint: WebhookEndpoint, event_type: str) -> bool:
     return "*" in endpoint.enabled_events or event_type in endpoint.enabled_events
 
 
-# --- fan-out: deliveries in the event's transaction, jobs after it commits --------------------
+# --- fan-out: deliveries in the dispatcher's transaction, jobs after it commits ---------------
 
 
-def fan_out(event: Event, *, tenant_id: str) -> list[WebhookDelivery]:
-    """Receiver of `core.events.event_recorded`, inside the recording transaction: one pending
-    delivery per enabled endpoint of the event's mode that wants its type. The jobs are
-    enqueued only once that transaction commits (none if it rolls back)."""
-    if event.type == PING_TYPE:  # a ping goes to one endpoint only (send_ping)
+def fan_out(event: Event) -> list[WebhookDelivery]:
+    """Outbox subscriber (in the event's tenant scope, in a transaction of its own that the
+    dispatcher commits with the event marked handled): one pending delivery per enabled
+    endpoint of the event's mode that wants its type. The jobs are enqueued only once that
+    transaction commits (none if it rolls back)."""
+    if event.type == EventType.PING:  # a ping goes to one endpoint only (send_ping)
         return []
+    tenant_id = require_tenant().tenant_id
     endpoints = db.session.scalars(
         select(WebhookEndpoint)
         .where(WebhookEndpoint.enabled.is_(True))
@@ -109,7 +120,9 @@ def fan_out(event: Event, *, tenant_id: str) -> list[WebhookDelivery]:
     ]
 
 
-def _new_delivery(tenant_id: str, event_id: str, endpoint_id: str, now: datetime):
+def _new_delivery(
+    tenant_id: str, event_id: str, endpoint_id: str, now: datetime
+) -> WebhookDelivery:
     delivery = WebhookDelivery(
         id=new_id("whd"),
         event_id=event_id,
@@ -124,17 +137,21 @@ def _new_delivery(tenant_id: str, event_id: str, endpoint_id: str, now: datetime
     return delivery
 
 
-def enqueue_after_commit(tenant_id: str, delivery_id: str) -> None:
-    """Enqueue the delivery's job once the current transaction commits: before that, the
-    job could run and not find the row."""
-    db.session.info.setdefault(_AFTER_COMMIT_KEY, []).append((tenant_id, delivery_id))
+def enqueue_after_commit(tenant_id: str, delivery_id: str, *, delay: float | None = None) -> None:
+    """Enqueue the delivery's job (in `delay` seconds) once the current transaction commits:
+    before that, the job could run and not find the row, or not see its new schedule."""
+    db.session.info.setdefault(_AFTER_COMMIT_KEY, []).append((tenant_id, delivery_id, delay))
 
 
 @orm_event.listens_for(Session, "after_commit")
 def _enqueue_committed(session: Session) -> None:
-    items = session.info.pop(_AFTER_COMMIT_KEY, None)
-    if items:
-        enqueue(items)
+    items = session.info.pop(_AFTER_COMMIT_KEY, None) or []
+    now = [(tenant_id, delivery_id) for tenant_id, delivery_id, delay in items if not delay]
+    if now:
+        enqueue(now)
+    for tenant_id, delivery_id, delay in items:
+        if delay:
+            enqueue([(tenant_id, delivery_id)], delay=delay)
 
 
 @orm_event.listens_for(Session, "after_rollback")
@@ -145,8 +162,6 @@ def _forget_uncommitted(session: Session) -> None:
 def enqueue(items: list[tuple[str, str]], *, delay: float | None = None) -> int:
     """Put delivery jobs on the `webhooks` queue (in `delay` seconds: RQ's scheduler).
     Never raises for Redis: the rows are the record, and the sweeper re-drives them."""
-    from rq import Queue
-
     settings = current_app.extensions["lango.settings"]
     queue = Queue(QUEUE_NAME, connection=current_app.extensions["lango.redis"])
     options = {
@@ -200,7 +215,8 @@ class _Response:
 
 def deliver(tenant_id: str, delivery_id: str) -> str:
     """Make the delivery's next attempt, if it is still pending and due and nobody else is
-    making it (the caller is in the tenant's scope). Idempotent: a duplicate or stale job
+    making it (the caller is in the tenant's scope, and commits the outcome: the claim is
+    committed here, before the request is sent). Idempotent: a duplicate or stale job
     returns "skipped". Returns the outcome: delivered, retrying, failed, busy, skipped."""
     claim = _claim(tenant_id, delivery_id)
     if isinstance(claim, str):
@@ -226,7 +242,6 @@ def _claim(tenant_id: str, delivery_id: str) -> _Claim | str:
         or delivery.status != DeliveryStatus.PENDING
         or (delivery.next_attempt_at is not None and delivery.next_attempt_at > due)
     ):
-        db.session.rollback()
         return "skipped"
     endpoint = db.session.get(WebhookEndpoint, delivery.endpoint_id)
     event = db.session.get(Event, delivery.event_id)
@@ -234,7 +249,7 @@ def _claim(tenant_id: str, delivery_id: str) -> _Claim | str:
         # Kept as failed: re-enabling the endpoint redelivers it (redeliver_missed).
         delivery.status = DeliveryStatus.FAILED
         delivery.next_attempt_at = None
-        db.session.commit()
+        db.session.flush()
         return "failed"
     in_flight = settings.WEBHOOK_TIMEOUT_SECONDS * IN_FLIGHT_TIMEOUTS
     # An endpoint that is failing (often: hanging until the timeout) gets one slot, so it
@@ -245,13 +260,13 @@ def _claim(tenant_id: str, delivery_id: str) -> _Claim | str:
         # The endpoint is full: come back shortly rather than wait here holding a worker.
         delay = BUSY_RETRY_SECONDS * random.uniform(1.0, 1.5)
         delivery.next_attempt_at = now + timedelta(seconds=delay)
-        db.session.commit()
-        enqueue([(tenant_id, delivery_id)], delay=delay)
+        db.session.flush()
+        enqueue_after_commit(tenant_id, delivery_id, delay=delay)
         return "busy"
     try:
         body = event_body(event)
         headers = signing.headers(
-            signing_secrets(endpoint, now), event.id, int(now.timestamp()), body
+            signing.signing_secrets(endpoint, now), event.id, int(now.timestamp()), body
         )
         delivery.attempts += 1
         delivery.last_attempt_at = now
@@ -268,7 +283,9 @@ def _claim(tenant_id: str, delivery_id: str) -> _Claim | str:
             headers=headers,
             slot=slot,
         )
-        db.session.commit()
+        # Durable before the request goes out, and no transaction (nor row lock) is held
+        # while it is in flight: the in-flight `next_attempt_at` keeps others off it.
+        checkpoint(Checkpoint.DELIVERY_CLAIM)
     except BaseException:
         _release_slot(slot)
         raise
@@ -315,7 +332,6 @@ def _record(claim: _Claim, response: _Response) -> str:
         select(WebhookDelivery).where(WebhookDelivery.id == claim.delivery_id).with_for_update()
     )
     if delivery is None:  # deleted with its endpoint while in flight
-        db.session.rollback()
         return "skipped"
     endpoint = db.session.scalar(
         select(WebhookEndpoint).where(WebhookEndpoint.id == claim.endpoint_id).with_for_update()
@@ -363,9 +379,8 @@ def _record(claim: _Claim, response: _Response) -> str:
         else:
             outcome = "retrying"
             delivery.next_attempt_at = now + timedelta(seconds=retry_in)
-    db.session.commit()
-    if retry_in is not None:
-        enqueue([(claim.tenant_id, claim.delivery_id)], delay=retry_in)
+            enqueue_after_commit(claim.tenant_id, claim.delivery_id, delay=retry_in)
+    db.session.flush()
     logger.info(
         "webhook attempt",
         extra={
@@ -399,8 +414,8 @@ def _retry_delay(attempt: int, retry_after: int | None, settings) -> float | Non
 
 
 def _disable_endpoint(endpoint: WebhookEndpoint, reason: str, now: datetime) -> None:
-    """Disable it and tell the tenant through an event (which fans out to its other
-    endpoints: this one is already disabled)."""
+    """Disable it and tell the tenant through an event (fanned out to its other endpoints
+    once this transaction commits: this one is disabled by then)."""
     if not endpoint.enabled:
         return
     endpoint.enabled = False
@@ -411,7 +426,7 @@ def _disable_endpoint(endpoint: WebhookEndpoint, reason: str, now: datetime) -> 
         extra={"endpoint_id": endpoint.id, "reason": reason},
     )
     record_event(
-        ENDPOINT_DISABLED_TYPE,
+        EventType.WEBHOOK_ENDPOINT_DISABLED,
         {
             "object": {
                 "id": endpoint.id,
@@ -454,8 +469,8 @@ def _release_slot(slot: Slot) -> None:
 def redeliver(event_id: str, endpoint_id: str | None = None) -> list[WebhookDelivery]:
     """Send the event again: to one endpoint, or to every endpoint it was delivered to plus
     any enabled, matching endpoint that never had it. Resets each delivery to pending now
-    with a fresh schedule (its attempts stay on record), commits, then enqueues.
-    Raises NotFound for an unknown event or endpoint."""
+    with a fresh schedule (its attempts stay on record); the jobs are enqueued once the
+    caller commits. Raises NotFound for an unknown event or endpoint."""
     tenant_id = _tenant_id()
     event = db.session.get(Event, event_id)
     if event is None:
@@ -479,13 +494,17 @@ def redeliver(event_id: str, endpoint_id: str | None = None) -> list[WebhookDeli
         ).all()
         targets = sorted(
             set(existing)
-            | {e.id for e in matching if event.type != PING_TYPE and endpoint_wants(e, event.type)}
+            | {
+                e.id
+                for e in matching
+                if event.type != EventType.PING and endpoint_wants(e, event.type)
+            }
         )
     now = datetime.now(UTC)
     deliveries = [
         _reset_or_create(tenant_id, event_id, target, existing, now) for target in targets
     ]
-    db.session.commit()
+    db.session.flush()
     return deliveries
 
 
@@ -502,19 +521,16 @@ def _reset_or_create(tenant_id, event_id, endpoint_id, existing, now) -> Webhook
 
 
 def send_ping(endpoint: WebhookEndpoint) -> Event:
-    """Record a `ping` event for this endpoint alone and deliver it (commits, then enqueues).
-    A disabled endpoint's ping delivery is marked failed by the job, like any other."""
-    now = datetime.now(UTC)
-    event = Event(
-        id=new_id("evt"),
-        type=PING_TYPE,
+    """Record a `ping` event for this endpoint alone and deliver it (enqueued once the caller
+    commits; fan_out leaves pings alone). A disabled endpoint's ping delivery is marked
+    failed by the job, like any other."""
+    event = record_event(
+        EventType.PING,
+        {"object": {"object": "ping", "webhook_endpoint": endpoint.id}},
         livemode=endpoint.livemode,
-        data={"object": {"object": "ping", "webhook_endpoint": endpoint.id}},
-        created_at=now,
     )
-    db.session.add(event)
-    _new_delivery(_tenant_id(), event.id, endpoint.id, now)
-    db.session.commit()
+    _new_delivery(_tenant_id(), event.id, endpoint.id, event.created_at)
+    db.session.flush()
     return event
 
 
@@ -522,8 +538,8 @@ def redeliver_missed(endpoint: WebhookEndpoint, since: datetime | None = None) -
     """For an endpoint being re-enabled: redeliver what it missed — its failed deliveries,
     and matching events of its mode that got no delivery to it — since `since` (default: its
     last successful delivery, else its creation; at most REPLAY_WINDOW back). Independent of
-    failing_since/updated_at, which re-enabling resets. Commits, then enqueues. Returns how
-    many deliveries were (re)started."""
+    failing_since/updated_at, which re-enabling resets. The jobs are enqueued once the
+    caller commits. Returns how many deliveries were (re)started."""
     tenant_id = _tenant_id()
     now = datetime.now(UTC)
     if since is None:
@@ -551,7 +567,7 @@ def redeliver_missed(endpoint: WebhookEndpoint, since: datetime | None = None) -
         select(Event)
         .where(Event.created_at >= since)
         .where(Event.livemode.is_(endpoint.livemode))
-        .where(Event.type != PING_TYPE)
+        .where(Event.type != EventType.PING)
         .where(Event.id.not_in(delivered_to))
         .order_by(Event.id)
     ).all()
@@ -559,7 +575,7 @@ def redeliver_missed(endpoint: WebhookEndpoint, since: datetime | None = None) -
         if endpoint_wants(endpoint, event.type):
             _new_delivery(tenant_id, event.id, endpoint.id, now)
             count += 1
-    db.session.commit()
+    db.session.flush()
     return count
 
 
@@ -574,7 +590,6 @@ def sweep_due(tenant_id: str, now: datetime | None = None, limit: int = 1000) ->
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
     ).all()
-    db.session.rollback()
     if ids:
         logger.info(
             "re-enqueued overdue deliveries", extra={"tenant_id": tenant_id, "count": len(ids)}
@@ -595,6 +610,4 @@ def oldest_due(now: datetime | None = None) -> datetime | None:
 
 
 def _tenant_id() -> str:
-    from core.tenancy import require_tenant
-
     return require_tenant().tenant_id

@@ -14,6 +14,9 @@ from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
+from core import crypto
+from webhooks.models import WebhookEndpoint
+
 SECRET_PREFIX = "whsec_"  # noqa: S105 -- the format prefix, not a secret
 # Standard Webhooks allows 24-64 bytes; 32 matches an HMAC-SHA256 key's natural size.
 SECRET_BYTES = 32
@@ -22,6 +25,20 @@ SECRET_BYTES = 32
 def new_secret() -> str:
     """A fresh signing secret: "whsec_" and the base64 of 32 random bytes."""
     return SECRET_PREFIX + base64.b64encode(random_secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
+    """The endpoint's `whsec_…` secrets to sign with now: the current one, plus the previous
+    one while its rotation grace period lasts (receivers verify either)."""
+    secrets = [crypto.decrypt(endpoint.secret_encrypted)]
+    previous_valid = (
+        endpoint.previous_secret_encrypted is not None
+        and endpoint.previous_secret_expires_at is not None
+        and endpoint.previous_secret_expires_at > now
+    )
+    if previous_valid:
+        secrets.append(crypto.decrypt(endpoint.previous_secret_encrypted))
+    return secrets
 
 
 def signature_header(secrets: list[str], msg_id: str, timestamp: int, body: bytes) -> str:

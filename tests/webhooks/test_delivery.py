@@ -27,7 +27,9 @@ from core import crypto
 from core.events import Event, record_event
 from core.extensions import db
 from core.ids import new_id
+from core.outbox import dispatch
 from core.tenancy import tenant_scope
+from core.unit_of_work import tenant_unit_of_work
 from tests.conftest import ROOT, ApiClient, make_config
 from tests.served import wait_for_status
 from webhooks import service as delivery_service
@@ -150,9 +152,11 @@ def make_endpoint(tenant_id: str, url: str, *, livemode=False, events=("*",), **
 
 
 def record(tenant_id: str, type_="payment.succeeded", *, livemode=False, n=1) -> list[str]:
-    with tenant_scope(tenant_id):
+    """Record events and hand them to their subscribers at once (the dispatcher's work, as
+    its woken job would do it), so their deliveries exist when this returns."""
+    with tenant_unit_of_work(tenant_id):
         ids = [record_event(type_, {"object": {"n": i}}, livemode=livemode).id for i in range(n)]
-        db.session.commit()
+    dispatch(tenant_id, ids)
     return ids
 
 
@@ -187,9 +191,15 @@ def endpoint_row(tenant_id: str, endpoint_id: str) -> WebhookEndpoint:
         return endpoint
 
 
+# The dispatcher's queue first: events recorded by deliveries (an endpoint disabled) fan out
+# before the deliveries they make are worked.
+QUEUES = ("events", "webhooks")
+
+
 def work_until(app, done: Callable[[], bool], timeout: float = 20.0, between=None) -> None:
-    """Run an in-process RQ SimpleWorker in burst mode (with its scheduler, which moves due
-    retries onto the queue) over and over until `done()`."""
+    """Run an in-process RQ SimpleWorker on the dispatcher's and the webhooks' queues in
+    burst mode (with its scheduler, which moves due retries onto the queue) over and over
+    until `done()`."""
     connection = app.extensions["lango.redis"]
     deadline = time.monotonic() + timeout
     while True:
@@ -197,7 +207,8 @@ def work_until(app, done: Callable[[], bool], timeout: float = 20.0, between=Non
         db.session.remove()
         if between is not None:
             between()
-        worker = SimpleWorker([Queue("webhooks", connection=connection)], connection=connection)
+        queues = [Queue(name, connection=connection) for name in QUEUES]
+        worker = SimpleWorker(queues, connection=connection)
         worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
         if done():
             return
@@ -210,7 +221,7 @@ def all_settled(tenant_id: str) -> Callable[[], bool]:
     return lambda: not deliveries(tenant_id, status=DeliveryStatus.PENDING)
 
 
-WORKER_COMMAND = [sys.executable, "-m", "core.cli", "worker", "--queues", "webhooks"]
+WORKER_COMMAND = [sys.executable, "-m", "core.cli", "worker", "--queues", ",".join(QUEUES)]
 
 
 @contextmanager
@@ -381,7 +392,7 @@ def test_endpoint_failing_for_five_days_is_disabled_and_reenabling_redelivers_mi
     broken.respond = lambda n: 200
     from webhooks import service
 
-    with tenant_scope(tenant.id):
+    with tenant_unit_of_work(tenant.id):
         endpoint = db.session.get(WebhookEndpoint, broken_id)
         endpoint.enabled, endpoint.disabled_reason, endpoint.failing_since = True, None, None
         # Its failed delivery, the event it missed, and the news of its own disabling.
@@ -402,7 +413,7 @@ def test_redeliver_and_ping(app, app_context, tenant, fast_webhooks, receivers):
     endpoint_id, secret = make_endpoint(tenant.id, receiver.url)
     (event_id,) = record(tenant.id)
     work_until(app, all_settled(tenant.id))
-    with tenant_scope(tenant.id):
+    with tenant_unit_of_work(tenant.id):
         (again,) = service.redeliver(event_id)
         assert again.status == "pending"
         ping = service.send_ping(db.session.get(WebhookEndpoint, endpoint_id))

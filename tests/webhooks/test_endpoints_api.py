@@ -12,9 +12,10 @@ from sqlalchemy import select, text
 from core.events import Event
 from core.extensions import db
 from core.tenancy import tenant_scope
+from core.unit_of_work import unit_of_work
 from tests.conftest import ApiClient
-from webhooks.endpoints import signing_secrets
 from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from webhooks.signing import signing_secrets
 
 ENDPOINTS = "/v1/webhook-endpoints"
 URL = "https://hooks.example.com/lango"
@@ -28,7 +29,8 @@ def live_api(app, client, tenant) -> ApiClient:
     from tenants.service import create_api_key
 
     with app.app_context():
-        secret = create_api_key(tenant.id, livemode=True, name="live").secret
+        with unit_of_work():
+            secret = create_api_key(tenant.id, livemode=True, name="live").secret
         db.session.remove()
     return ApiClient(client, secret)
 

@@ -11,6 +11,7 @@ from core.events import Event
 from core.extensions import db
 from core.ids import new_id
 from core.tenancy import tenant_scope
+from core.unit_of_work import unit_of_work
 from tests.conftest import ApiClient
 from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -198,7 +199,8 @@ def test_test_key_never_sees_live_events(app, client, api, tenant, outbox):
     live_event = outbox.event(livemode=True)
     test_event = outbox.event()
     with app.app_context():
-        live = ApiClient(client, create_api_key(tenant.id, livemode=True, name="l").secret)
+        with unit_of_work():
+            live = ApiClient(client, create_api_key(tenant.id, livemode=True, name="l").secret)
         db.session.remove()
 
     assert ids(api.get(EVENTS)) == [test_event]
