@@ -40,7 +40,6 @@ from compliance.audit import Actor, AuditAction, record
 from compliance.fraud import Decision, Outcome, ScreenedPush, open_review_case, refuse, screen
 from core.api import field_with_nul
 from core.errors import LangoError, NotFound, PermissionDenied
-from core.events import record_event
 from core.extensions import db
 from core.idempotency import Claim
 from core.ids import new_id
@@ -49,8 +48,9 @@ from core.tenancy import require_tenant
 from core.unit_of_work import Checkpoint, checkpoint
 from payments.credentials import live_credentials
 from payments.daraja import DarajaClient, DarajaCredentials, DarajaError, DarajaRejected
+from payments.events import record_push_finished, record_push_flagged
 from payments.models import CallbackOutcome, MpesaCallback, PushStatus, StkPush
-from payments.schemas import DarajaCallbackSchema, StkPushSchema
+from payments.schemas import DarajaCallbackSchema
 from tenants.service import Caller, get_tenant
 
 logger = logging.getLogger("lango.payments")
@@ -63,14 +63,6 @@ _EXPIRED_CODES = {"1019"}
 # the tenant id: other domains react without payments importing them (billing marks an
 # invoice paid when the push collecting it succeeds).
 push_finished = Namespace().signal("push-finished")
-EVENT_TYPES = {
-    PushStatus.SUCCEEDED: "payment.succeeded",
-    PushStatus.FAILED: "payment.failed",
-    PushStatus.CANCELLED: "payment.cancelled",
-    PushStatus.EXPIRED: "payment.expired",
-}
-# A report from M-Pesa that Lango held instead of applying; the push's flagged_reason says why.
-FLAGGED_EVENT = "payment.flagged"
 # The result code of a push Lango expired without an answer from M-Pesa (M-Pesa's own
 # codes are numbers or upper-case codes, never this).
 EXPIRED_BY_LANGO = "expired"
@@ -542,7 +534,7 @@ def _flag(push: StkPush, reason: str) -> tuple[CallbackOutcome, str]:
     if push.flagged_reason != reason:
         push.flagged_reason = reason
         push.updated_at = datetime.now(UTC)
-        record_event(FLAGGED_EVENT, {"object": StkPushSchema().dump(push)}, livemode=push.livemode)
+        record_push_flagged(push)
     logger.warning("stk callback flagged", extra={"stk_push_id": push.id, "reason": reason})
     return CallbackOutcome.MISMATCH, reason
 
@@ -565,9 +557,7 @@ def _finish(
     push.transaction_date = transaction_date
     push.updated_at = now
     push.resolved_at = now
-    record_event(
-        EVENT_TYPES[status], {"object": StkPushSchema().dump(push)}, livemode=push.livemode
-    )
+    record_push_finished(push)
     push_finished.send(push, tenant_id=require_tenant().tenant_id)
 
 
