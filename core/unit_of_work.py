@@ -59,6 +59,9 @@ class Checkpoint(StrEnum):
     CALLER_RESOLVED = "API key resolved before the tenant transaction begins"
     # A Stripe or Daraja call whose outcome must not be lost if the rest of the unit fails.
     BEFORE_OUTSIDE_CALL = "state recorded before an outside call"
+    # A unit that works for two tenants (an invoice paid from the billing tenant's shortcode)
+    # ends one tenant's transaction before the other's scope begins.
+    TENANT_SWITCH = "one tenant's transaction ended before another tenant's scope"
     # `lango up`'s demo sign-ins are in the database before the file that names them.
     DEMO_SIGN_INS = "demo sign-ins stored before they are written down"
 
