@@ -151,3 +151,44 @@ def test_signup_is_rate_limited_per_client_ip(app, client):
     assert limited.status_code == 429
     assert limited.get_json()["error"]["code"] == "rate_limited"
     assert int(limited.headers["Retry-After"]) > 0
+
+
+def test_concurrent_signups_with_one_email_make_one_tenant_and_leave_the_loser_usable(app):
+    """Both pass the email check; the unique index decides. The loser's insert is undone in
+    its savepoint alone: EmailTaken, and its transaction can still commit other work."""
+    import threading
+
+    from core.unit_of_work import unit_of_work
+    from tenants.service import EmailTaken, sign_up
+
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def sign_up_once(name: str) -> None:
+        with app.app_context():
+            barrier.wait()
+            try:
+                with unit_of_work():
+                    try:
+                        sign_up(name, "race@example.co.ke", VALID["password"])
+                        outcomes.append("created")
+                    except EmailTaken:
+                        db.session.execute(text("SELECT 1"))  # the transaction goes on
+                        outcomes.append("email_taken")
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=sign_up_once, args=(f"Race {n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(outcomes) == ["created", "email_taken"]
+    with app.app_context():
+        assert db.session.execute(text("SELECT count(*) FROM public.tenants")).scalar() == 1
+        schemas = db.session.execute(
+            text("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'")
+        ).scalar()
+        db.session.remove()
+    assert schemas == 1
