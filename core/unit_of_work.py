@@ -64,6 +64,8 @@ class Checkpoint(StrEnum):
     TENANT_SWITCH = "one tenant's transaction ended before another tenant's scope"
     # `lango up`'s demo sign-ins are in the database before the file that names them.
     DEMO_SIGN_INS = "demo sign-ins stored before they are written down"
+    # A read that visits tenant after tenant (the fraud-rule dry run) starts with none open.
+    TENANT_BY_TENANT = "platform transaction ended before tenants are read one by one"
 
 
 def checkpoint(name: Checkpoint) -> None:
