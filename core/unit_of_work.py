@@ -59,6 +59,9 @@ class Checkpoint(StrEnum):
     CALLER_RESOLVED = "API key resolved before the tenant transaction begins"
     # A Stripe or Daraja call whose outcome must not be lost if the rest of the unit fails.
     BEFORE_OUTSIDE_CALL = "state recorded before an outside call"
+    # A Stripe event that failed to apply is recorded `failed`, although its request then
+    # fails (500) so that Stripe delivers it again.
+    STRIPE_EVENT_FAILED = "failed Stripe event recorded before the request fails"
     # A unit that works for two tenants (an invoice paid from the billing tenant's shortcode)
     # ends one tenant's transaction before the other's scope begins.
     TENANT_SWITCH = "one tenant's transaction ended before another tenant's scope"
