@@ -10,7 +10,7 @@ from functools import wraps
 import flask_smorest
 import swagger_ui_bundle
 from flask import Blueprint as FlaskBlueprint
-from flask import render_template, request, send_from_directory, url_for
+from flask import current_app, render_template, request, send_from_directory, url_for
 from marshmallow import Schema, fields, validate
 from webargs.flaskparser import FlaskParser, is_json_request
 
@@ -301,8 +301,8 @@ def paginate(statement, id_column, *, limit: int, starting_after=None, ending_be
     """Run a select with cursor pagination over ids that sort by creation (ULIDs), newest
     first. `starting_after` pages towards older objects, `ending_before` towards newer ones.
     Returns the list envelope `{"object": "list", "data": [...], "has_more": bool}`."""
-    from core.extensions import db
-
+    # Flask-SQLAlchemy's instance as the app holds it: core.extensions builds on this module.
+    db = current_app.extensions["sqlalchemy"]
     if starting_after and ending_before:
         raise ValidationFailed(
             "Use starting_after or ending_before, not both.", param="ending_before"

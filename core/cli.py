@@ -35,7 +35,15 @@ from redis import Redis
 
 from core import create_app
 from core.embedded import DEFAULT_DATA_DIR, start_embedded
+from core.extensions import db as database
 from core.jobs import periodic_jobs
+from core.migrations import (
+    PUBLIC_MIGRATIONS,
+    TENANT_MIGRATIONS,
+    migration_status,
+    summarize,
+    upgrade_tenants,
+)
 from core.private_files import write_private
 
 # Every RQ queue, the most urgent first (a worker takes from the first non-empty one): events
@@ -62,7 +70,6 @@ def db() -> None:
 @click.option("--quiet", is_flag=True, help="Print failures and the summary only.")
 def db_upgrade(workers: int | None, quiet: bool) -> None:
     """Upgrade public, then each tenant behind head (one transaction per tenant)."""
-    from core.extensions import db as database
 
     settings = current_app.extensions["lango.settings"]
     started = time.perf_counter()
@@ -77,8 +84,6 @@ def db_upgrade(workers: int | None, quiet: bool) -> None:
             )
         elif not result.ok:
             click.echo(f"{result.tenant_id} {result.schema}: FAILED: {result.error}", err=True)
-
-    from core.migrations import summarize, upgrade_tenants
 
     results = upgrade_tenants(
         database.engine,
@@ -99,8 +104,6 @@ def db_upgrade(workers: int | None, quiet: bool) -> None:
 @db.command("status")
 def db_status() -> None:
     """Say whether the public schema and every tenant schema are at head (exit 1 if not)."""
-    from core.extensions import db as database
-    from core.migrations import migration_status
 
     started = time.perf_counter()
     status = migration_status(database.engine)
@@ -123,8 +126,6 @@ def db_revision(message: str, tenant_tree: bool, autogenerate: bool) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from core.migrations import PUBLIC_MIGRATIONS, TENANT_MIGRATIONS
-
     location = TENANT_MIGRATIONS if tenant_tree else PUBLIC_MIGRATIONS
     config = Config(str(location / "alembic.ini"))
     config.set_main_option("script_location", str(location))
@@ -134,14 +135,10 @@ def db_revision(message: str, tenant_tree: bool, autogenerate: bool) -> None:
 def upgrade_public() -> None:
     import flask_migrate
 
-    from core.migrations import PUBLIC_MIGRATIONS
-
     flask_migrate.upgrade(directory=str(PUBLIC_MIGRATIONS))
 
 
 def _public_revision() -> str | None:
-    from core.extensions import db as database
-    from core.migrations import migration_status
 
     return migration_status(database.engine).public_revision
 

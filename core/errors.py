@@ -18,6 +18,8 @@ from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
+from core.logs import redact
+
 logger = logging.getLogger("lango.errors")
 
 # The longest URL (path and query string, as sent) the API answers. gunicorn refuses request
@@ -216,8 +218,6 @@ def handle_unexpected(error: Exception):
     _fail_request_unit()
     if isinstance(error, HTTPException):
         return handle_http_exception(error)
-    from core.logs import redact
-
     # The path is redacted as in the request log: callback and invite URLs carry a secret.
     logger.exception(
         "unhandled error",

@@ -47,6 +47,8 @@ def app_job(func):
     @wraps(func)
     def run(*args, **kwargs):
         if not has_app_context():
+            # The app factory imports this module (core.outbox's jobs): only a job run
+            # outside any app, by a bare RQ worker, needs it, and then once.
             from core import create_app
 
             with create_app().app_context():

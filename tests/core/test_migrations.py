@@ -25,6 +25,7 @@ from core.migrations import (
     upgrade_tenants,
 )
 from core.tenancy import quote_schema, schema_name_for
+from core.unit_of_work import unit_of_work
 from tenants.service import sign_up
 
 EXTRA_REVISION = "t9001_test_extra"
@@ -312,7 +313,8 @@ def test_parallel_sign_ups_each_provision_a_complete_schema(app, app_context):
         with app.app_context():
             try:
                 email = f"owner{number}-{run}@example.co.ke"
-                return sign_up(f"Duka {number}", email, "s3cure-Passw0rd").tenant.id
+                with unit_of_work():
+                    return sign_up(f"Duka {number}", email, "s3cure-Passw0rd").tenant.id
             finally:
                 db.session.remove()
 
