@@ -64,9 +64,10 @@ def staff_factory(app):
     def make(*roles: str) -> StaffAccount:
         from core.crypto import decrypt
         from core.extensions import db
+        from core.unit_of_work import unit_of_work
         from staff.service import create_staff
 
-        with app.app_context():
+        with app.app_context(), unit_of_work():
             provisioned = create_staff(
                 f"staff{next(counter)}-{secrets.token_hex(3)}@lango.example",
                 "Wanjiku Kamau",

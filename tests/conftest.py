@@ -174,14 +174,22 @@ def _drop_everything(db) -> None:
         )
         connection.exec_driver_sql("TRUNCATE public.kyc_documents, public.kyc_submissions CASCADE")
         connection.exec_driver_sql("TRUNCATE public.staff_users CASCADE")
-        # The audit log refuses TRUNCATE by trigger; tests may empty it with the trigger off.
+        # The audit trail refuses TRUNCATE by trigger; tests may empty it with the trigger off.
+        # Chain heads and anchors go with it, or the next test's first entry would continue a
+        # chain whose entries are gone.
+        for table, trigger in (
+            ("audit_log", "audit_log_no_truncate"),
+            ("audit_anchors", "audit_anchors_no_truncate"),
+        ):
+            connection.exec_driver_sql(f"ALTER TABLE public.{table} DISABLE TRIGGER {trigger}")
         connection.exec_driver_sql(
-            "ALTER TABLE public.audit_log DISABLE TRIGGER audit_log_no_truncate"
+            "TRUNCATE public.audit_log, public.audit_chain_heads, public.audit_anchors"
         )
-        connection.exec_driver_sql("TRUNCATE public.audit_log")
-        connection.exec_driver_sql(
-            "ALTER TABLE public.audit_log ENABLE TRIGGER audit_log_no_truncate"
-        )
+        for table, trigger in (
+            ("audit_log", "audit_log_no_truncate"),
+            ("audit_anchors", "audit_anchors_no_truncate"),
+        ):
+            connection.exec_driver_sql(f"ALTER TABLE public.{table} ENABLE TRIGGER {trigger}")
 
 
 @pytest.fixture

@@ -140,7 +140,10 @@ def quota_counted(app, tenant_id: str) -> tuple[int, int, int]:
         ).scalar()
         db.session.rollback()
         with tenant_scope(tenant_id):
-            records = db.session.execute(text("SELECT count(*) FROM usage_records")).scalar()
+            # The usage ledger's net count: a released push has its count and a reversal.
+            records = db.session.execute(
+                text("SELECT coalesce(sum(quantity), 0) FROM usage_records")
+            ).scalar()
             pushes = db.session.execute(text("SELECT count(*) FROM stk_pushes")).scalar()
     return counter, records, pushes
 
