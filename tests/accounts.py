@@ -67,19 +67,20 @@ def staff_factory(app):
         from core.unit_of_work import unit_of_work
         from staff.service import create_staff
 
-        with app.app_context(), unit_of_work():
-            provisioned = create_staff(
-                f"staff{next(counter)}-{secrets.token_hex(3)}@lango.example",
-                "Wanjiku Kamau",
-                STAFF_PASSWORD,
-                list(roles or ("admin", "compliance")),
-            )
-            account = StaffAccount(
-                provisioned.staff.id,
-                provisioned.staff.email,
-                decrypt(provisioned.staff.totp_secret),
-                provisioned.recovery_codes,
-            )
+        with app.app_context():
+            with unit_of_work():
+                provisioned = create_staff(
+                    f"staff{next(counter)}-{secrets.token_hex(3)}@lango.example",
+                    "Wanjiku Kamau",
+                    STAFF_PASSWORD,
+                    list(roles or ("admin", "compliance")),
+                )
+                account = StaffAccount(
+                    provisioned.staff.id,
+                    provisioned.staff.email,
+                    decrypt(provisioned.staff.totp_secret),
+                    provisioned.recovery_codes,
+                )
             db.session.remove()
         return account
 
