@@ -18,13 +18,13 @@ from __future__ import annotations
 import hmac
 import secrets
 
-from flask import current_app, session
+from flask import current_app, request, session
 from flask_login import current_user, login_user, logout_user
 
-from compliance.audit import Actor, ActorType, AuditAction, record
+from compliance.audit import AuditAction
 from core.api import Blueprint, errors
 from core.errors import AuthenticationFailed, PermissionDenied
-from core.extensions import db, limiter
+from core.extensions import limiter
 from core.ratelimit import client_ip
 from staff import plans as plan_admin
 from staff import service
@@ -77,8 +77,6 @@ def require_staff(blueprint: Blueprint, *roles: StaffRole) -> None:
 
     @blueprint.before_request
     def check_staff_session() -> None:
-        from flask import request
-
         user = current_user._get_current_object()
         if not isinstance(user, StaffUser):
             raise StaffSessionRequired()
@@ -223,8 +221,11 @@ def get_tenant(tenant_id: str):
 def suspend_tenant(body, tenant_id: str):
     """Suspend a tenant (a reason is required): its keys get 403 `tenant_suspended` from
     their next request; callbacks for its in-flight pushes are still recorded."""
-    view = tenant_admin.suspend_tenant(tenant_id, reason=body["reason"], staff_id=current_user.id)
-    _audit_lifecycle(AuditAction.TENANT_SUSPENDED, tenant_id, {"reason": body["reason"]})
+    reason = body["reason"]
+    view = tenant_admin.suspend_tenant(tenant_id, reason=reason, staff_id=current_user.id)
+    tenant_admin.audit_lifecycle(
+        AuditAction.TENANT_SUSPENDED, tenant_id, after={"reason": reason}, staff=current_user
+    )
     return view
 
 
@@ -235,7 +236,9 @@ def suspend_tenant(body, tenant_id: str):
 def reinstate_tenant(tenant_id: str):
     """Reinstate a suspended tenant (whatever suspended it); its keys work again at once."""
     view = tenant_admin.reinstate_tenant(tenant_id, staff_id=current_user.id)
-    _audit_lifecycle(AuditAction.TENANT_REINSTATED, tenant_id, {"status": "active"})
+    tenant_admin.audit_lifecycle(
+        AuditAction.TENANT_REINSTATED, tenant_id, after={"status": "active"}, staff=current_user
+    )
     return view
 
 
@@ -275,17 +278,3 @@ def update_plan(body, code: str):
 def retire_plan(code: str):
     """Take a plan off sale: existing subscribers keep it; signup and plan changes refuse it."""
     return plan_admin.retire_plan(current_user, code)
-
-
-def _audit_lifecycle(action: AuditAction, tenant_id: str, after: dict) -> None:
-    # staff.tenants commits the change itself, so its audit entry follows in the next
-    # transaction (a crash between the two would lose the entry, never invent one).
-    record(
-        action,
-        target_type="tenant",
-        target_id=tenant_id,
-        tenant_id=tenant_id,
-        diff={"after": after},
-        actor=Actor(ActorType.STAFF, current_user.id, current_user.email),
-    )
-    db.session.commit()

@@ -1,17 +1,29 @@
-"""`lango staff …`: staff accounts (registered on Lango's CLI)."""
+"""`lango staff …` (staff accounts) and `lango queues` (queue, worker and outbox health),
+registered on Lango's CLI by staff's `init_app`. Each command is one unit of work
+(core.commands): what it writes commits when it returns."""
 
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 
 import click
+import pyotp
 import segno
-from flask.cli import with_appcontext
+from flask import current_app
+from sqlalchemy import select
 
+from core.commands import command, group
+from core.crypto import decrypt
+from core.errors import LangoError
+from core.extensions import db
+from core.outbox import subscriber_lag
+from staff.demo import ensure_demo_staff
+from staff.models import StaffUser
+from staff.queues import oldest_due_delivery, queue_stats
+from staff.service import create_staff
 
-@click.group("staff")
-def staff() -> None:
-    """Platform staff accounts (admin, compliance)."""
+staff = group("staff", help="Platform staff accounts (admin, compliance).")
 
 
 @staff.command("create")
@@ -33,13 +45,9 @@ def staff() -> None:
     envvar="LANGO_STAFF_PASSWORD",
     help="Prompted for when not given (or LANGO_STAFF_PASSWORD).",
 )
-@with_appcontext
 def create(email: str, name: str, roles: tuple[str, ...], password: str) -> None:
     """Create a staff user; print the TOTP provisioning URI (and a QR code when a QR
     library is installed) and 10 one-time recovery codes. Both are shown only now."""
-    from core.errors import LangoError
-    from staff.service import create_staff
-
     try:
         provisioned = create_staff(email, name, password, list(roles))
     except LangoError as error:
@@ -57,13 +65,8 @@ def create(email: str, name: str, roles: tuple[str, ...], password: str) -> None
 
 
 @staff.command("demo")
-@with_appcontext
 def demo() -> None:
     """Development only: create (or reset) the demo staff user and print its sign-in."""
-    from flask import current_app
-
-    from staff.demo import ensure_demo_staff
-
     if not current_app.extensions["lango.settings"].is_development:
         raise click.ClickException("`lango staff demo` runs only with LANGO_ENV=development.")
     demo = ensure_demo_staff()
@@ -74,23 +77,43 @@ def demo() -> None:
 
 @staff.command("code")
 @click.argument("email")
-@with_appcontext
 def code(email: str) -> None:
     """Development only: print a staff user's current TOTP code."""
-    import pyotp
-    from flask import current_app
-    from sqlalchemy import select
-
-    from core.crypto import decrypt
-    from core.extensions import db
-    from staff.models import StaffUser
-
     if not current_app.extensions["lango.settings"].is_development:
         raise click.ClickException("`lango staff code` runs only with LANGO_ENV=development.")
     staff = db.session.scalar(select(StaffUser).where(StaffUser.email == email.lower()))
     if staff is None:
         raise click.ClickException(f"No staff user {email}.")
     click.echo(pyotp.TOTP(decrypt(staff.totp_secret)).now())
+
+
+@command("queues")
+def queues() -> None:
+    """Queue depths, scheduled and failed jobs, the oldest due webhook delivery, and what
+    each outbox subscriber still owes."""
+    now = datetime.now(UTC)
+    click.echo(f"{'queue':<10} {'queued':>8} {'started':>8} {'scheduled':>10} {'failed':>8}")
+    for queue in queue_stats(current_app.extensions["lango.redis"]):
+        click.echo(
+            f"{queue.name:<10} {queue.queued:>8} {queue.started:>8} "
+            f"{queue.scheduled:>10} {queue.failed:>8}"
+        )
+    oldest = oldest_due_delivery(now)
+    if oldest is None:
+        click.echo("oldest due delivery: none")
+    else:
+        age = (now - oldest.due_since).total_seconds()
+        click.echo(
+            f"oldest due delivery: {oldest.due_since.strftime('%Y-%m-%dT%H:%M:%SZ')} "
+            f"({age:.0f} s overdue, tenant {oldest.tenant_id})"
+        )
+    click.echo(f"{'subscriber':<24} {'pending':>8} {'retrying':>9} {'oldest':>10}")
+    for lag in subscriber_lag(now):
+        oldest_age = "-" if lag.oldest_seconds is None else f"{lag.oldest_seconds:.0f} s"
+        click.echo(f"{lag.subscriber:<24} {lag.pending:>8} {lag.retrying:>9} {oldest_age:>10}")
+
+
+COMMANDS = (staff, queues)
 
 
 def _terminal_qr(data: str) -> str:

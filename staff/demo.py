@@ -28,7 +28,7 @@ class DemoStaff:
 
 def ensure_demo_staff(email: str = DEMO_STAFF_EMAIL) -> DemoStaff:
     """Create the demo staff user (admin and compliance) or give it a new password; either
-    way it is unlocked and its sessions end."""
+    way it is unlocked and its sessions end (flushed: the caller's unit of work commits)."""
     password = secrets.token_urlsafe(12)
     staff = db.session.scalar(select(StaffUser).where(StaffUser.email == email))
     if staff is None:
@@ -37,6 +37,6 @@ def ensure_demo_staff(email: str = DEMO_STAFF_EMAIL) -> DemoStaff:
     else:
         staff.password_hash = hash_password(password)
         staff.session_nonce = None
-        db.session.commit()
+        db.session.flush()
         forgive_failed_sign_ins(email)
     return DemoStaff(email, password, decrypt(staff.totp_secret))

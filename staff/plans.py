@@ -1,7 +1,8 @@
 """Plan catalog management for admins: list every plan (retired ones too), create, edit and
 retire. A retired plan (`active = false`) stays on its existing subscriptions, but signup and
 plan changes refuse it (`billing.subscriptions.get_plan` only accepts active plans). Every
-change commits with its audit entry, the staff user as the actor."""
+change is written with its audit entry (the staff user as the actor), in the caller's unit of
+work; a refusal is raised before anything is written."""
 
 from __future__ import annotations
 
@@ -60,7 +61,6 @@ def get_any_plan(code: str) -> Plan:
 def _locked(code: str) -> Plan:
     plan = db.session.scalar(select(Plan).where(Plan.code == code).with_for_update())
     if plan is None:
-        db.session.rollback()
         raise NotFound(f"No plan {code!r}.", param="code")
     return plan
 
@@ -84,7 +84,6 @@ def create_plan(staff, fields: dict) -> Plan:
     db.session.add(plan)
     db.session.flush()
     _audit(staff, AuditAction.PLAN_CREATED, plan, before=None)
-    db.session.commit()
     return plan
 
 
@@ -97,18 +96,15 @@ def update_plan(staff, code: str, changes: dict) -> Plan:
         setattr(plan, name, value)
     db.session.flush()
     _audit(staff, AuditAction.PLAN_UPDATED, plan, before=before)
-    db.session.commit()
     return plan
 
 
 def retire_plan(staff, code: str) -> Plan:
     plan = _locked(code)
     if not plan.active:
-        db.session.rollback()
         raise Conflict(f"Plan {code!r} is already retired.", code="plan_retired")
     before = _state(plan)
     plan.active = False
     db.session.flush()
     _audit(staff, AuditAction.PLAN_RETIRED, plan, before=before)
-    db.session.commit()
     return plan

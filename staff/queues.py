@@ -1,8 +1,9 @@
 """Queue and worker health, as the admin console and `lango queues` show it: RQ's queues and
-registries, the workers and schedulers registered in Redis, and the oldest webhook delivery
-that is due but not sent (read from every tenant's outbox, the source of truth).
+registries, the workers and schedulers registered in Redis, the oldest webhook delivery that
+is due but not sent, and what each outbox subscriber still owes (both read from every
+tenant's schema, the source of truth).
 
-Read-only: nothing here changes a queue, a job, a registry or a delivery.
+Read-only: nothing here changes a queue, a job, a registry, a delivery or an event.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.cron import CronScheduler
 from rq.scheduler import RQScheduler
-from sqlalchemy import select
 
-from core.extensions import db
-from core.tenancy import tenant_scope
-from tenants.models import Tenant
+from core.outbox import SubscriberLag, subscriber_lag
+from core.tenancy import registered_tenant_ids, tenant_scope
 from webhooks.service import oldest_due
 
 # Every queue Lango's jobs use (webhooks.service, payments and billing jobs, `lango worker`).
@@ -84,6 +83,7 @@ class QueueHealth:
     workers: list[WorkerInfo]
     cron_schedulers: list[CronInfo]
     oldest_due: DueDelivery | None
+    subscribers: list[SubscriberLag]
 
 
 def queue_health(connection: Redis, now: datetime | None = None) -> QueueHealth:
@@ -94,6 +94,7 @@ def queue_health(connection: Redis, now: datetime | None = None) -> QueueHealth:
         workers=list_workers(connection, now),
         cron_schedulers=list_cron_schedulers(connection, now),
         oldest_due=oldest_due_delivery(now),
+        subscribers=subscriber_lag(now),
     )
 
 
@@ -161,15 +162,12 @@ def list_cron_schedulers(connection: Redis, now: datetime | None = None) -> list
 
 def oldest_due_delivery(now: datetime | None = None) -> DueDelivery | None:
     """The webhook delivery due the longest but still pending, across every tenant (one
-    short query per tenant schema, each in its own transaction)."""
+    short read per tenant schema, each in its own transaction, which the scope ends)."""
     now = now or datetime.now(UTC)
-    tenant_ids = db.session.scalars(select(Tenant.id).order_by(Tenant.id)).all()
-    db.session.rollback()
     oldest: DueDelivery | None = None
-    for tenant_id in tenant_ids:
+    for tenant_id in registered_tenant_ids():
         with tenant_scope(tenant_id):
             due = oldest_due(now)
-            db.session.rollback()
         if due is not None and (oldest is None or due < oldest.due_since):
             oldest = DueDelivery(due, tenant_id)
     return oldest

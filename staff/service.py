@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyotp
-from sqlalchemy import select, update
+from sqlalchemy import any_, select, update
 
 from compliance import audit
 from core import signin_throttle, totp
@@ -28,7 +28,8 @@ from core.errors import AuthenticationFailed, Conflict, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
 from core.passwords import hash_password, password_matches, spend_a_password_check
-from core.signin_throttle import AccountPressure, SignInThrottled
+from core.signin_throttle import AccountPressure
+from core.unit_of_work import Checkpoint, checkpoint
 from staff.models import SESSION_ID_PREFIX, StaffRole, StaffUser
 
 logger = logging.getLogger("lango.staff")
@@ -78,9 +79,9 @@ def create_staff(
     *,
     created_by: StaffUser | None = None,
 ) -> ProvisionedStaff:
-    """Create a staff user with a fresh TOTP secret and recovery codes (commits). When an
+    """Create a staff user with a fresh TOTP secret and recovery codes (flushed). When an
     admin creates it (`created_by`), a `staff.created` audit entry (email, name, roles — no
-    secret) commits in the same transaction."""
+    secret) is written in the same transaction."""
     roles = sorted({StaffRole(role).value for role in roles})
     if not roles:
         raise ValidationFailed("A staff user needs at least one role.", param="roles")
@@ -111,13 +112,29 @@ def create_staff(
             diff={"after": {"email": email, "name": name, "roles": roles}},
             actor=audit.Actor(audit.ActorType.STAFF, created_by.id, created_by.email),
         )
-    db.session.commit()
+    db.session.flush()
     return ProvisionedStaff(staff, totp.provisioning_uri(secret, email, ISSUER), codes)
 
 
 def list_staff() -> list[StaffUser]:
     """Every staff user, by email."""
     return list(db.session.scalars(select(StaffUser).order_by(StaffUser.email)))
+
+
+def find_staff(staff_id: str) -> StaffUser | None:
+    """One staff user by id, or None."""
+    return db.session.get(StaffUser, staff_id)
+
+
+def list_compliance_staff() -> list[StaffUser]:
+    """The staff users holding the compliance role, by email (whom review cases go to)."""
+    return list(
+        db.session.scalars(
+            select(StaffUser)
+            .where(StaffRole.COMPLIANCE.value == any_(StaffUser.roles))
+            .order_by(StaffUser.email)
+        )
+    )
 
 
 def sign_in_pressure(staff: StaffUser) -> AccountPressure:
@@ -135,11 +152,12 @@ def check_password(email: str, password: str, *, client_address: str) -> StaffUs
     SignInThrottled (checked first, so a waiting address cannot probe the password). A wrong
     password counts like a wrong code; a right one clears nothing (the second step does),
     so knowing the password does not reset the count of wrong codes. Unknown emails are
-    counted and answered alike."""
+    counted and answered alike. The account's row stays locked until the caller's unit of
+    work ends."""
     email = email.strip().lower()
     account = _throttle_key(email)
     staff = db.session.scalar(select(StaffUser).where(StaffUser.email == email).with_for_update())
-    _refuse_if_throttled(account, client_address)
+    signin_throttle.refuse_if_throttled(account, client_address, clock())
     if staff is None:
         spend_a_password_check(password)
         _fail(account, client_address, None, "unknown_email")
@@ -147,9 +165,7 @@ def check_password(email: str, password: str, *, client_address: str) -> StaffUs
     if not password_matches(staff.password_hash, password):
         _fail(account, client_address, staff.id, "password")
         raise StaffAuthFailed()
-    staff_id = staff.id
-    db.session.commit()
-    return db.session.get(StaffUser, staff_id)
+    return staff
 
 
 def verify_second_factor(
@@ -160,17 +176,18 @@ def verify_second_factor(
     client_address: str,
 ) -> StaffUser:
     """Step two: a TOTP code (once per step, ±1 step) or an unused recovery code (consumed).
-    On success clears the failures from `client_address`, rotates the session nonce and
-    commits; on failure counts it and raises StaffAuthFailed (codes `totp_invalid`,
-    `totp_reused`, `totp_clock_skew`, `recovery_code_invalid`), or SignInThrottled before
-    any check. Attempts for one user are serialised by a row lock, so a code cannot be
-    accepted twice by racing requests."""
+    On success clears the failures from `client_address` and rotates the session nonce
+    (flushed: the accepted step is stored when the caller's unit of work commits, and the row
+    lock held until then makes a racing request with the same code wait and then fail); on
+    failure counts it and raises StaffAuthFailed (codes `totp_invalid`, `totp_reused`,
+    `totp_clock_skew`, `recovery_code_invalid`), or SignInThrottled before any check.
+    Attempts for one user are serialised by a row lock, so a code cannot be accepted twice by
+    racing requests."""
     staff = db.session.scalar(select(StaffUser).where(StaffUser.id == staff_id).with_for_update())
     if staff is None:
-        db.session.rollback()
         raise StaffAuthFailed("Sign in again.", code="staff_login_required")
     account = _throttle_key(staff.email)
-    _refuse_if_throttled(account, client_address)
+    signin_throttle.refuse_if_throttled(account, client_address, clock())
     try:
         if recovery_code is not None:
             _use_recovery_code(staff, recovery_code)
@@ -181,7 +198,7 @@ def verify_second_factor(
         raise
     staff.session_nonce = secrets.token_urlsafe(24)
     staff.last_login_at = datetime.now(UTC)
-    db.session.commit()
+    db.session.flush()
     signin_throttle.record_success(account, client_address)
     method = "recovery_code" if recovery_code else "totp"
     _log("staff.login_succeeded", staff.id, method, staff_email=staff.email)
@@ -200,7 +217,6 @@ def load_session_user(session_id: str) -> StaffUser | None:
 def end_session(staff_id: str) -> None:
     """Logout: clear the nonce, so the session cookie (even a copy) no longer signs in."""
     db.session.execute(update(StaffUser).where(StaffUser.id == staff_id).values(session_nonce=None))
-    db.session.commit()
     _log("staff.logout", staff_id, None)
 
 
@@ -239,18 +255,11 @@ def _throttle_key(email: str) -> str:
     return signin_throttle.account_key("staff", email)
 
 
-def _refuse_if_throttled(account: str, client_address: str) -> None:
-    try:
-        signin_throttle.refuse_if_throttled(account, client_address, clock())
-    except SignInThrottled:
-        db.session.rollback()
-        raise
-
-
 def _fail(account: str, client_address: str, staff_id: str | None, reason: str) -> None:
-    """Count a failure, then release the row lock (the caller raises next)."""
+    """Count a failure (in Redis) and audit it; the caller raises next. The attempt wrote
+    nothing before it failed, so the checkpoint commits only the audit entry (and releases
+    the row lock): the entry stands although the request then fails and rolls back."""
     at_address, on_account = signin_throttle.record_failure(account, client_address, clock())
-    db.session.rollback()
     _log(
         "staff.login_failed",
         staff_id,
@@ -258,13 +267,14 @@ def _fail(account: str, client_address: str, staff_id: str | None, reason: str) 
         failures=at_address,
         account_failures=on_account,
     )
+    checkpoint(Checkpoint.FAILED_SIGN_IN)
 
 
 def _log(
     event: str, staff_id: str | None, reason: str | None, *, staff_email: str | None = None, **extra
 ) -> None:
     # Every auth outcome is logged (Warehouse keeps metrics on each); logins that succeed or
-    # fail are audited too, in their own transaction (the outcome is already committed).
+    # fail are audited too, in the sign-in's own transaction.
     logger.info(event, extra={"staff_id": staff_id, "reason": reason, **extra})
     action = _AUDITED_EVENTS.get(event)
     if action is not None:
@@ -277,7 +287,6 @@ def _log(
             # A failed sign-in is labelled by no one: whoever failed is not that staff user.
             actor=audit.Actor(audit.ActorType.STAFF, staff_id, staff_email),
         )
-        db.session.commit()
 
 
 def _new_recovery_code() -> str:
@@ -298,7 +307,9 @@ __all__ = [
     "clock",
     "create_staff",
     "end_session",
+    "find_staff",
     "forgive_failed_sign_ins",
+    "list_compliance_staff",
     "list_staff",
     "load_session_user",
     "sign_in_pressure",

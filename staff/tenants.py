@@ -99,29 +99,27 @@ def get_tenant_view(tenant_id: str) -> TenantView:
 
 
 def suspend_tenant(tenant_id: str, *, reason: str, staff_id: str) -> TenantView:
-    """Suspend a tenant for reason 'admin', recording the reason text and who (commits).
+    """Suspend a tenant for reason 'admin', recording the reason text and who (flushed).
     A tenant suspended for billing becomes suspended by admin (paying no longer lifts it);
-    one already suspended by an admin is a Conflict."""
+    one already suspended by an admin is a Conflict, raised before anything is written."""
     tenant = _locked(tenant_id)
     if tenant.status is TenantStatus.SUSPENDED and tenant.suspended_reason == SUSPENSION_REASON:
-        db.session.rollback()
         raise Conflict("This tenant is already suspended.", code="tenant_already_suspended")
     tenant.status = TenantStatus.SUSPENDED
     tenant.suspended_reason = SUSPENSION_REASON
     db.session.add(
         AdminSuspension(id=new_id("sus"), tenant_id=tenant_id, reason=reason, suspended_by=staff_id)
     )
-    db.session.commit()
+    db.session.flush()
     logger.warning("admin.tenant_suspended", extra={"tenant_id": tenant_id, "staff_id": staff_id})
     return get_tenant_view(tenant_id)
 
 
 def reinstate_tenant(tenant_id: str, *, staff_id: str) -> TenantView:
-    """Reactivate a suspended tenant, whatever suspended it (commits); an active one is a
-    Conflict. Closes the open admin suspension record."""
+    """Reactivate a suspended tenant, whatever suspended it (flushed); an active one is a
+    Conflict, raised before anything is written. Closes the open admin suspension record."""
     tenant = _locked(tenant_id)
     if tenant.status is TenantStatus.ACTIVE:
-        db.session.rollback()
         raise Conflict("This tenant is not suspended.", code="tenant_not_suspended")
     tenant.status = TenantStatus.ACTIVE
     tenant.suspended_reason = None
@@ -130,7 +128,7 @@ def reinstate_tenant(tenant_id: str, *, staff_id: str) -> TenantView:
         .where(AdminSuspension.tenant_id == tenant_id, AdminSuspension.reinstated_at.is_(None))
         .values(reinstated_by=staff_id, reinstated_at=datetime.now(UTC))
     )
-    db.session.commit()
+    db.session.flush()
     logger.warning("admin.tenant_reinstated", extra={"tenant_id": tenant_id, "staff_id": staff_id})
     return get_tenant_view(tenant_id)
 
@@ -138,7 +136,6 @@ def reinstate_tenant(tenant_id: str, *, staff_id: str) -> TenantView:
 def _locked(tenant_id: str) -> Tenant:
     tenant = db.session.scalar(select(Tenant).where(Tenant.id == tenant_id).with_for_update())
     if tenant is None:
-        db.session.rollback()
         raise NotFound("No such tenant.", param="tenant_id")
     return tenant
 
@@ -264,9 +261,8 @@ def get_tenant_detail(tenant_id: str, *, suspensions: int = 10) -> TenantDetail:
 
 
 def audit_lifecycle(action: AuditAction, tenant_id: str, *, after: dict, staff) -> None:
-    """Audit a suspension or reinstatement by `staff` (commits). suspend_tenant and
-    reinstate_tenant commit the change themselves, so the entry follows in the next
-    transaction: a crash between the two would lose the entry, never invent one."""
+    """Audit a suspension or reinstatement by `staff`, in the change's own unit of work:
+    the entry commits, or rolls back, with the change."""
     record(
         action,
         target_type="tenant",
@@ -275,7 +271,6 @@ def audit_lifecycle(action: AuditAction, tenant_id: str, *, after: dict, staff) 
         diff={"after": after},
         actor=Actor(ActorType.STAFF, staff.id, staff.email),
     )
-    db.session.commit()
 
 
 def _key_summary(key: ApiKey) -> KeySummary:
