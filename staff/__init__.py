@@ -4,21 +4,22 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Register what staff brings: the admin API and staff sign-in, staff as actors in the
-    audit trail, and the operators' commands."""
+    """Register what staff brings: the admin API, staff sign-in and sessions (loaded through
+    tenants' session-user port), staff as actors in the audit trail, and the operators'
+    commands (`lango staff`, `lango queues`, `lango tenants` …)."""
     # Imported when the app is built, not with the package: importing `staff` for its
     # models then loads no web code.
     from compliance import audit
     from core.extensions import api
-    from staff import operations
+    from staff import cli, operations, service
     from staff.api import admin_tenants, staff_login, staff_session
-    from staff.cli import staff as staff_command
-    from staff.models import StaffUser
-    from webhooks.cli import queues
+    from staff.models import SESSION_ID_PREFIX, StaffUser
+    from tenants.auth import register_session_user_loader
 
     for blueprint in (staff_login, staff_session, admin_tenants):
         api.register_blueprint(blueprint)
+    register_session_user_loader(app, SESSION_ID_PREFIX.rstrip(":"), service.load_session_user)
     # Staff signed in to the consoles act as themselves in the trail (members are known).
     audit.name_session_users(StaffUser, audit.ActorType.STAFF)
-    for command in (staff_command, queues, *operations.COMMANDS):
+    for command in (*cli.COMMANDS, *operations.COMMANDS):
         app.cli.add_command(command)
