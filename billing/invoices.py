@@ -1,43 +1,46 @@
 """Invoices: reading them, and paying one by M-Pesa through Lango's own payments.
 
 Paying dogfoods the platform: the push is an ordinary STK push of the billing tenant
-(settings.BILLING_TENANT_ID, a normal Lango tenant holding the platform's shortcode), with
-the invoice id in its metadata. When that push succeeds, `settle_invoice_payment` — a
-receiver of payments' `push_finished` signal, run inside the transaction that makes the push
-final — marks the invoice paid and reinstates a tenant suspended for billing, so the push,
-the invoice and the tenant change together or not at all. A paid upgrade invoice switches the
-tenant to the plan it paid for in that same transaction (billing.periods.start_paid_upgrade).
+(settings.BILLING_TENANT_ID, a normal Lango tenant holding the platform's shortcode), sent
+through the collector payments provides (billing.collection), with the invoice id in its
+metadata. When that push succeeds, payments records `payment.succeeded` in the billing
+tenant's outbox; `settle_mpesa_payment`, billing's subscriber to it, marks the invoice paid
+and reinstates a tenant suspended for billing, in its own transaction, exactly once per
+event. A paid upgrade invoice switches the tenant to the plan it paid for in that same
+transaction (billing.periods.start_paid_upgrade).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import current_app
 from redis.exceptions import LockError
 from sqlalchemy import select
 
+from billing import collection
+from billing.collection import (
+    InvoicePaymentUnavailable,
+    mpesa_payment_status,  # noqa: F401 (the dashboard reads it here until it imports billing.collection)
+)
 from billing.dunning import collected_by_stripe, reinstate_after_payment
 from billing.models import Invoice, InvoiceKind, InvoiceStatus, Subscription
 from billing.periods import start_paid_upgrade
+from billing.ports import InvoiceCollectionRefused
 from billing.quota import PlanExcludesLivemode, QuotaExceeded
 from core.api import paginate
-from core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.events import Event
 from core.extensions import db
-from core.tenancy import tenant_scope
-from payments import service as payments
-from payments.models import PushStatus, StkPush
-from payments.schemas import MAX_AMOUNT
+from core.tenancy import require_tenant
 from tenants.models import Tenant
-from tenants.service import Caller
 
 logger = logging.getLogger("lango.billing.invoices")
 
-# One pay attempt per invoice at a time: the window from "no push in progress" to "push id
-# stored" is guarded by this Redis lock; after it, the stored pending push guards.
+# One pay attempt per invoice at a time: the window from "no push in progress" to "push
+# committed" is guarded by this Redis lock; after it, the committed pending push guards.
 PAY_LOCK_SECONDS = 60
 
 
@@ -59,20 +62,16 @@ class InvoiceCollectedByStripe(Conflict):
     message = "This invoice is collected by card through Stripe; it cannot be paid by M-Pesa."
 
 
-class InvoicePaymentUnavailable(ServiceUnavailable):
-    code = "invoice_payment_unavailable"
-    message = "Paying invoices by M-Pesa is not available on this deployment right now."
-
-
 def list_invoices(tenant_id: str, *, limit: int, **cursor) -> dict:
     """The tenant's invoices, newest first (cursor pagination)."""
     statement = select(Invoice).where(Invoice.tenant_id == tenant_id)
     return paginate(statement, Invoice.id, limit=limit, **cursor)
 
 
-def get_invoice(tenant_id: str, invoice_id: str) -> Invoice:
-    """Raises NotFound for an unknown id or another tenant's invoice (indistinguishable)."""
-    invoice = db.session.get(Invoice, invoice_id)
+def get_invoice(tenant_id: str, invoice_id: str, *, fresh: bool = False) -> Invoice:
+    """Raises NotFound for an unknown id or another tenant's invoice (indistinguishable).
+    `fresh` reads the row again even if this session has it already."""
+    invoice = db.session.get(Invoice, invoice_id, populate_existing=fresh)
     if invoice is None or invoice.tenant_id != tenant_id:
         raise NotFound("No such invoice.", param="id")
     return invoice
@@ -80,15 +79,16 @@ def get_invoice(tenant_id: str, invoice_id: str) -> Invoice:
 
 def pay_invoice(tenant_id: str, invoice_id: str, phone_number: str) -> Invoice:
     """Send an STK push for the invoice's total from the platform's own shortcode, and record
-    the push on the invoice. The invoice becomes paid when the push succeeds (asynchronously).
+    the push on the invoice (in the caller's transaction). The invoice becomes paid when the
+    push succeeds (asynchronously). The push itself is committed in the billing tenant
+    before this returns, so the caller's transaction is ended on the way (TENANT_SWITCH).
 
     Raises NotFound; InvoiceNotOpen (409); ValidationFailed when the total is above M-Pesa's
     per-payment limit; InvoicePaymentInProgress (409) while an earlier push is pending;
     InvoicePaymentUnavailable (503) without a billing tenant; payments' DarajaUnavailable.
     """
     _payable_invoice(tenant_id, invoice_id)  # refuse at once what can never be paid
-    billing = _billing_account()
-    db.session.rollback()
+    billing = collection.billing_account()
     lock = current_app.extensions["lango.redis"].lock(
         f"lango:invoice-pay:{invoice_id}", timeout=PAY_LOCK_SECONDS, blocking=False
     )
@@ -96,23 +96,22 @@ def pay_invoice(tenant_id: str, invoice_id: str, phone_number: str) -> Invoice:
         raise InvoicePaymentInProgress()
     try:
         # Read again under the lock: a payment that just finished or started is seen.
-        total = _payable_invoice(tenant_id, invoice_id).total
-        db.session.rollback()  # no transaction may be open when the tenant scope changes
-        earlier_push_id = _pending_push_paying(billing, invoice_id)
+        total = _payable_invoice(tenant_id, invoice_id, fresh=True).total
+        earlier_push_id = collection.pending_push_paying(billing, invoice_id)
         if earlier_push_id:
             raise InvoicePaymentInProgress(stk_push_id=earlier_push_id)
         push_id = _send_push(billing, invoice_id, tenant_id, total, phone_number)
-        invoice = db.session.scalars(
-            select(Invoice)
-            .where(Invoice.id == invoice_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).one()
-        invoice.mpesa_stk_push_id = push_id
-        db.session.commit()
     finally:
+        # From here on the committed pending push holds off a second payment.
         with contextlib.suppress(LockError):  # expired meanwhile: nothing left to release
             lock.release()
+    invoice = db.session.scalars(
+        select(Invoice)
+        .where(Invoice.id == invoice_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    invoice.mpesa_stk_push_id = push_id
     logger.info(
         "billing.invoice_payment_started",
         extra={"tenant_id": tenant_id, "invoice_id": invoice_id, "stk_push_id": push_id},
@@ -120,59 +119,17 @@ def pay_invoice(tenant_id: str, invoice_id: str, phone_number: str) -> Invoice:
     return invoice
 
 
-def mpesa_payment_status(invoice_id: str, stk_push_id: str | None) -> str | None:
-    """The status (pending, succeeded, failed, cancelled, timeout …) of the M-Pesa push
-    paying an invoice, read from the billing tenant's own pushes; None when no push was
-    sent or there is no billing tenant. Read-only; ends the caller's transaction first (the
-    push lives in another tenant's schema)."""
-    billing_tenant_id = current_app.extensions["lango.settings"].BILLING_TENANT_ID
-    if not stk_push_id or not billing_tenant_id:
-        return None
-    db.session.rollback()
-    with tenant_scope(billing_tenant_id):
-        status = db.session.scalar(
-            select(StkPush.status).where(
-                StkPush.id == stk_push_id,
-                StkPush.metadata_["lango_invoice_id"].astext == invoice_id,
-            )
-        )
-        db.session.rollback()
-    return None if status is None else status.value
-
-
-@dataclass(frozen=True)
-class _BillingAccount:
-    """The platform's own tenant, as plain data (it outlives the query that read it)."""
-
-    tenant_id: str
-    live_enabled: bool
-
-
-def _billing_account() -> _BillingAccount:
-    billing_tenant_id = current_app.extensions["lango.settings"].BILLING_TENANT_ID
-    tenant = db.session.get(Tenant, billing_tenant_id) if billing_tenant_id else None
-    if tenant is None:
-        if billing_tenant_id:
-            logger.error(
-                "BILLING_TENANT_ID names no tenant", extra={"tenant_id": billing_tenant_id}
-            )
-        raise InvoicePaymentUnavailable(
-            "Paying invoices by M-Pesa is not configured on this deployment (no billing "
-            "tenant); contact support to pay another way."
-        )
-    return _BillingAccount(tenant.id, tenant.live_enabled)
-
-
-def _payable_invoice(tenant_id: str, invoice_id: str) -> Invoice:
-    invoice = get_invoice(tenant_id, invoice_id)
+def _payable_invoice(tenant_id: str, invoice_id: str, *, fresh: bool = False) -> Invoice:
+    invoice = get_invoice(tenant_id, invoice_id, fresh=fresh)
     if invoice.status is not InvoiceStatus.OPEN:
         raise InvoiceNotOpen(invoice_status=invoice.status.value)
     if db.session.scalar(select(collected_by_stripe()).where(Invoice.id == invoice.id)):
         raise InvoiceCollectedByStripe()
-    if invoice.total > MAX_AMOUNT:
+    limit = collection.collector().max_amount
+    if invoice.total > limit:
         raise ValidationFailed(
             f"This invoice's total ({invoice.total:,} KES) is above M-Pesa's limit of "
-            f"{MAX_AMOUNT:,} KES per payment, and an invoice is paid in one payment; "
+            f"{limit:,} KES per payment, and an invoice is paid in one payment; "
             "contact support to pay it another way.",
             code="invoice_total_above_mpesa_limit",
         )
@@ -180,66 +137,44 @@ def _payable_invoice(tenant_id: str, invoice_id: str) -> Invoice:
 
 
 def _send_push(
-    billing: _BillingAccount, invoice_id: str, tenant_id: str, total: int, phone_number: str
+    billing: collection.BillingAccount,
+    invoice_id: str,
+    tenant_id: str,
+    total: int,
+    phone_number: str,
 ) -> str:
-    # Live when the platform takes live payments; otherwise test mode, the Daraja sandbox
-    # (development and test setups).
-    caller = Caller(
-        tenant_id=billing.tenant_id,
-        key_id="platform-billing",
-        livemode=billing.live_enabled,
-        live_enabled=billing.live_enabled,
-    )
-    request = payments.PushRequest(
-        phone_number=phone_number,
-        amount=total,
-        # Daraja allows 12 and 13 characters here.
-        account_reference=invoice_id.removeprefix("inv_")[-12:].upper(),
-        description="Lango invoice",
-        metadata={"lango_invoice_id": invoice_id, "lango_tenant_id": tenant_id},
-    )
-    with tenant_scope(billing.tenant_id):
-        try:
-            push_id = payments.initiate_push(caller, request).id
-        except (QuotaExceeded, PlanExcludesLivemode, payments.LivemodeNotEnabled) as error:
-            # The platform's own account is misconfigured; not the paying tenant's doing.
-            logger.error("billing tenant cannot send pushes", extra={"error": str(error)})
-            raise InvoicePaymentUnavailable() from None
-        db.session.rollback()
-    return push_id
-
-
-def _pending_push_paying(billing: _BillingAccount, invoice_id: str) -> str | None:
-    """The billing tenant's pending push for this invoice, found by the invoice id it
-    carries rather than by the one saved on the invoice: a process that died between sending
-    a push and saving its id must not let a retry prompt the customer a second time."""
-    with tenant_scope(billing.tenant_id):
-        push_id = db.session.scalar(
-            select(StkPush.id)
-            .where(
-                StkPush.status == PushStatus.PENDING,
-                StkPush.metadata_["lango_invoice_id"].astext == invoice_id,
-            )
-            .limit(1)
-        )
-        db.session.rollback()
-    return push_id
+    try:
+        return collection.send_push(billing, invoice_id, tenant_id, total, phone_number)
+    except (QuotaExceeded, PlanExcludesLivemode, InvoiceCollectionRefused) as error:
+        # The platform's own account is misconfigured; not the paying tenant's doing.
+        logger.error("billing tenant cannot send pushes", extra={"error": str(error)})
+        raise InvoicePaymentUnavailable() from None
 
 
 # --- settling ----------------------------------------------------------------------------
 
 
-def settle_invoice_payment(push: StkPush, *, tenant_id: str, **_) -> None:
-    """Receiver of payments' `push_finished`: a succeeded push of the billing tenant that
-    carries `lango_invoice_id` pays that invoice. Runs in the push's own transaction (the
-    caller commits), so the invoice is paid exactly when the push is final."""
+def settle_mpesa_payment(event: Event) -> None:
+    """Subscriber to `payment.succeeded` (billing.init_app): a succeeded push of the billing
+    tenant that carries `lango_invoice_id` pays that invoice. Runs in the event's tenant scope
+    and its own transaction, once per event (core.outbox); pushes of any other tenant never
+    pay an invoice, whatever their metadata says."""
     settings = current_app.extensions["lango.settings"]
-    if not settings.BILLING_TENANT_ID or tenant_id != settings.BILLING_TENANT_ID:
+    if not settings.BILLING_TENANT_ID or require_tenant().tenant_id != settings.BILLING_TENANT_ID:
         return
-    invoice_id = (push.metadata_ or {}).get("lango_invoice_id")
-    if not invoice_id or push.status is not PushStatus.SUCCEEDED:
+    push = event.data["object"]
+    invoice_id = (push.get("metadata") or {}).get("lango_invoice_id")
+    if not invoice_id or push["status"] != "succeeded":
         return
-    mark_invoice_paid(invoice_id, amount=push.amount, livemode=push.livemode, stk_push_id=push.id)
+    mark_invoice_paid(
+        invoice_id, amount=push["amount"], livemode=push["livemode"], stk_push_id=push["id"]
+    )
+
+
+def settle_invoice_payment(*_signal_args, **_signal_data) -> None:
+    """Transitional: payments.init_app still connects this to its `push_finished` signal.
+    It does nothing: settle_mpesa_payment, the outbox subscriber, settles now. Delete it when
+    payments drops that connect."""
 
 
 def mark_invoice_paid(

@@ -28,6 +28,7 @@ from limits import parse_many
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from billing.collection import mpesa_payment_status
 from billing.models import (
     Invoice,
     InvoiceKind,
@@ -41,14 +42,12 @@ from core.changes import plan_changed
 from core.errors import Conflict, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
+from core.plan_limits import PlanLimits
 from tenants.models import Tenant
 
 logger = logging.getLogger("lango.billing")
 
 DEFAULT_PLAN = "sandbox"
-# Sent inside the transaction that switches a tenant's plan (upgrade now, or a downgrade at
-# period end) with from_plan and to_plan (Plan rows): e.g. Stripe follows the change.
-# A receiver that raises rolls the change back.
 
 # How long a process trusts a tenant's plan rate limit it has looked up. A plan change in
 # this process forgets it at once; other processes follow within this many seconds.
@@ -145,8 +144,8 @@ def start_subscription(
 
 
 def subscribe_new_tenant(tenant, *, payment_method: str | None = None, **_signal_data) -> None:
-    """Receiver of tenants' `tenant_created` signal (connected in create_app). The tenant's
-    plan is the one it starts on, which is not the chosen one while that awaits payment."""
+    """Receiver of tenants' `tenant_created` signal (connected in billing.init_app). The
+    tenant's plan is the one it starts on, which is not the chosen one while that awaits payment."""
     tenant.plan = start_subscription(tenant.id, tenant.plan, payment_method).plan_code
 
 
@@ -165,6 +164,13 @@ def current_subscription(tenant_id: str, *, share_lock: bool = False) -> tuple[S
     if row is None:
         raise LookupError(f"tenant {tenant_id} has no subscription")
     return row[0], row[1]
+
+
+def plan_limits(tenant_id: str) -> PlanLimits:
+    """What the tenant's plan allows, for packages below billing (core.plan_limits).
+    Raises LookupError for a tenant without a subscription."""
+    _, plan = current_subscription(tenant_id)
+    return PlanLimits(max_webhook_endpoints=plan.max_webhook_endpoints)
 
 
 def get_subscription(tenant_id: str) -> PlanSubscription:
@@ -193,7 +199,7 @@ def update_subscription(
     overage_spending_cap: int | _Unset | None = UNSET,
     payment_method: str | None = None,
 ) -> PlanSubscription:
-    """Change plan and/or settings, committed as one transaction under the subscription's row
+    """Change plan and/or settings, in the caller's transaction, under the subscription's row
     lock. `plan`: a dearer plan applies at once with Stripe, or awaits its upgrade invoice
     without; any other becomes the pending change for period end; the current plan cancels a
     pending or awaited change. `overage_spending_cap` None removes the cap (leave it UNSET to
@@ -216,7 +222,7 @@ def update_subscription(
     if overage_spending_cap is not UNSET:
         subscription.overage_spending_cap = overage_spending_cap
     subscription.updated_at = datetime.now(UTC)
-    db.session.commit()
+    db.session.flush()
     forget_rate_limit(tenant_id)
     result = get_subscription(tenant_id)
     logger.info(
@@ -238,9 +244,6 @@ def _refuse_while_upgrade_payment_pending(tenant_id: str) -> None:
     """Voiding an upgrade invoice while its M-Pesa prompt waits for the PIN would leave a
     payment that pays nothing. Read before the row lock is taken: the push lives in the
     billing tenant's schema, and reading it ends the transaction."""
-    # Imported here: billing.invoices imports payments, which imports this module.
-    from billing.invoices import mpesa_payment_status
-
     awaiting = awaited_upgrade(tenant_id)
     if awaiting is None or awaiting.mpesa_stk_push_id is None:
         return

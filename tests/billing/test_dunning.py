@@ -15,7 +15,12 @@ from billing.jobs import suspend_overdue_tenants
 from core.extensions import db
 from core.tenancy import tenant_scope
 from payments.models import MpesaCallback, StkPush
-from tests.billing.test_invoices import INVOICES, SUCCEEDS, billing_tenant_configured
+from tests.billing.test_invoices import (
+    INVOICES,
+    SUCCEEDS,
+    billing_tenant_configured,
+    dispatch_events,
+)
 from tests.billing.test_periods import bill_on, close
 from tests.payments.test_stk_push import STKPUSHES, payment_events, push_body
 from tests.served import LATE_CALLBACK
@@ -135,6 +140,7 @@ def test_paying_by_mpesa_reinstates_a_suspended_tenant(
     assert response.status_code == 202, response.get_json()
     deadline = time.monotonic() + 20
     while tenant_status(app, tenant.id) != ("active", None) and time.monotonic() < deadline:
+        dispatch_events(app, billing_tenant.id)
         time.sleep(0.1)
     assert tenant_status(app, tenant.id) == ("active", None)
     assert api.get(f"{INVOICES}/{invoice_id}").get_json()["status"] == "paid"

@@ -14,6 +14,7 @@ from billing import invoices as invoice_service
 from billing.models import Invoice, InvoiceStatus
 from billing.subscriptions import add_months
 from core.extensions import db
+from core.outbox import dispatch
 from core.tenancy import tenant_scope
 from payments.models import StkPush
 from tests.billing.test_periods import PERIOD_END, bill_on, close
@@ -79,9 +80,17 @@ def invoice_row(app, invoice_id) -> Invoice:
         return invoice
 
 
-def wait_for_invoice(api, invoice_id, status, timeout=20.0) -> dict:
+def dispatch_events(app, tenant_id) -> None:
+    """Run the outbox dispatcher for the tenant, as an `events` worker would: a billing
+    tenant's succeeded push settles its invoice in billing's subscriber."""
+    with app.app_context():
+        dispatch(tenant_id)
+
+
+def wait_for_invoice(app, api, billing_tenant_id, invoice_id, status, timeout=20.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        dispatch_events(app, billing_tenant_id)
         invoice = api.get(f"{INVOICES}/{invoice_id}").get_json()
         if invoice["status"] == status:
             return invoice
@@ -210,7 +219,7 @@ def test_paying_an_invoice_by_mpesa_marks_it_paid(platform, app, api, tenant, bi
     assert started["status"] == "open" and started["id"] == invoice_id
     push_id = started["mpesa_stk_push_id"]
     assert push_id.startswith("stk_")
-    paid = wait_for_invoice(api, invoice_id, "paid")
+    paid = wait_for_invoice(app, api, billing_tenant.id, invoice_id, "paid")
     assert paid["paid_at"].endswith("Z") and paid["mpesa_stk_push_id"] == push_id
     # Lango dogfooding: an ordinary push of the billing tenant collected the money.
     push = billing_push(app, billing_tenant.id, push_id)
@@ -235,7 +244,7 @@ def test_a_failed_payment_leaves_the_invoice_open_to_pay_again(
     retried = api.post(f"{INVOICES}/{invoice_id}/pay", json={"phone_number": SUCCEEDS})
     assert retried.status_code == 202
     assert (
-        wait_for_invoice(api, invoice_id, "paid")["mpesa_stk_push_id"]
+        wait_for_invoice(app, api, billing_tenant.id, invoice_id, "paid")["mpesa_stk_push_id"]
         == (retried.get_json()["mpesa_stk_push_id"])
     )
 
@@ -406,4 +415,5 @@ def test_pushes_of_other_tenants_never_settle_invoices(platform, app, api, tenan
     from tests.served import wait_for_status
 
     assert wait_for_status(api, response.get_json()["id"])["status"] == "succeeded"
+    dispatch_events(app, tenant.id)
     assert invoice_row(app, invoice_id).status is InvoiceStatus.OPEN

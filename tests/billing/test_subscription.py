@@ -13,6 +13,7 @@ from billing.invoices import mark_invoice_paid
 from billing.models import Invoice, InvoiceStatus, Subscription
 from billing.subscriptions import add_months, apply_pending_plan_change
 from core.extensions import db
+from core.unit_of_work import unit_of_work
 from tests.billing.test_invoices import INVOICES, SUCCEEDS, billing_tenant, wait_for_invoice
 from tests.billing.test_periods import subscription_of
 from tests.billing.test_plans import added_plans
@@ -155,7 +156,7 @@ def test_paying_the_upgrade_invoice_by_mpesa_switches_the_plan(
     paying = api.post(f"{INVOICES}/{invoice_id}/pay", json={"phone_number": SUCCEEDS})
 
     assert paying.status_code == 202, paying.get_json()
-    paid = wait_for_invoice(api, invoice_id, "paid")
+    paid = wait_for_invoice(app, api, billing_tenant.id, invoice_id, "paid")
     body = api.get(SUBSCRIPTION).get_json()
     assert body["plan"]["code"] == "starter" and body["status"] == "active"
     assert body["awaiting_payment_plan"] is None and body["awaiting_payment_invoice"] is None
@@ -341,9 +342,8 @@ def test_plan_changes_are_logged_with_the_acting_key(app, api, tenant, caplog):
 def test_once_live_only_a_live_key_changes_the_subscription(app, client, api, tenant):
     from tenants.service import create_api_key, get_tenant
 
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         get_tenant(tenant.id).live_enabled = True
-        db.session.commit()
         live_secret = create_api_key(tenant.id, livemode=True, name="live").secret
 
     refused = api.post(SUBSCRIPTION, json={"plan": "growth"})
