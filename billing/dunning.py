@@ -17,6 +17,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 
 from billing.models import Invoice, InvoiceKind, InvoiceStatus, Subscription, SubscriptionStatus
 from core.extensions import db
+from core.unit_of_work import tenant_unit_of_work, unit_of_work
 from tenants.models import Tenant, TenantStatus
 
 logger = logging.getLogger("lango.billing.dunning")
@@ -102,32 +103,32 @@ def reinstate_after_payment(tenant_id: str, *, now: datetime | None = None) -> b
 
 def suspend_overdue_tenants(now: datetime | None = None) -> list[str]:
     """Suspend every active tenant with an invoice Lango collects left unpaid past due_at +
-    grace. One short transaction per tenant; safe to run concurrently and repeatedly.
+    grace. One short unit of work per tenant; safe to run concurrently and repeatedly.
     Returns the ids of the tenants this call suspended.
 
     The overdue invoices are locked before the tenant is suspended, and payment locks its
     invoice before reinstating: a payment racing this job either lands first (the invoice is
     then no longer open, and nothing is suspended) or after (and reinstates)."""
     cutoff = grace_cutoff(now)
-    tenant_ids = db.session.scalars(
-        select(Invoice.tenant_id)
-        .join(Tenant, Tenant.id == Invoice.tenant_id)
-        .where(Tenant.status == TenantStatus.ACTIVE, overdue(cutoff))
-        .distinct()
-        .order_by(Invoice.tenant_id)
-    ).all()
-    db.session.rollback()
+    with unit_of_work():
+        tenant_ids = db.session.scalars(
+            select(Invoice.tenant_id)
+            .join(Tenant, Tenant.id == Invoice.tenant_id)
+            .where(Tenant.status == TenantStatus.ACTIVE, overdue(cutoff))
+            .distinct()
+            .order_by(Invoice.tenant_id)
+        ).all()
     suspended = []
     for tenant_id in tenant_ids:
-        locked = db.session.scalars(
-            select(Invoice.id)
-            .where(Invoice.tenant_id == tenant_id, overdue(cutoff))
-            .order_by(Invoice.due_at)
-            .with_for_update(of=Invoice)
-        ).all()
-        if locked and suspend_for_billing(
-            tenant_id, reason_detail=f"invoice {locked[0]} unpaid past grace"
-        ):
-            suspended.append(tenant_id)
-        db.session.commit()
+        with tenant_unit_of_work(tenant_id):
+            locked = db.session.scalars(
+                select(Invoice.id)
+                .where(Invoice.tenant_id == tenant_id, overdue(cutoff))
+                .order_by(Invoice.due_at)
+                .with_for_update(of=Invoice)
+            ).all()
+            if locked and suspend_for_billing(
+                tenant_id, reason_detail=f"invoice {locked[0]} unpaid past grace"
+            ):
+                suspended.append(tenant_id)
     return suspended

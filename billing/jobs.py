@@ -1,4 +1,5 @@
-"""RQ jobs for billing. Each loads ids, enters the tenant scope itself, and calls the service."""
+"""RQ jobs for billing. Each loads ids, enters the tenant scope itself (one unit of work per
+tenant), and calls the service."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from billing import dunning, periods, usage
 from billing.models import Subscription
 from core.extensions import db
 from core.jobs import app_job
-from core.tenancy import tenant_scope
+from core.unit_of_work import tenant_unit_of_work, unit_of_work
 
 logger = logging.getLogger("lango.billing.jobs")
 
@@ -39,23 +40,23 @@ def suspend_overdue_tenants() -> dict:
 @app_job
 def check_usage_drift() -> dict:
     """Every tenant (suspended ones too): do the current period's counters, live and test,
-    equal the usage records in its schema? Each drift is logged (an error: money may be
+    equal the sums of its usage ledger? Each drift is logged (an error: money may be
     wrong) and returned; nothing is changed, since which side is right is for a person to
     decide."""
-    periods_by_tenant = db.session.execute(
-        select(Subscription.tenant_id, Subscription.current_period_start)
-    ).all()
-    db.session.rollback()
+    with unit_of_work():
+        periods_by_tenant = db.session.execute(
+            select(Subscription.tenant_id, Subscription.current_period_start)
+        ).all()
     drifts: list[dict] = []
     failed = 0
     for tenant_id, period_start in periods_by_tenant:
-        with tenant_scope(tenant_id):
-            try:
+        try:
+            with tenant_unit_of_work(tenant_id):
                 found = usage.usage_drift(tenant_id, period_start)
-            except SQLAlchemyError:
-                logger.exception("usage drift check failed", extra={"tenant_id": tenant_id})
-                failed += 1
-                continue
+        except SQLAlchemyError:
+            logger.exception("usage drift check failed", extra={"tenant_id": tenant_id})
+            failed += 1
+            continue
         for drift in found:
             record = {**asdict(drift), "period_start": drift.period_start.isoformat()}
             logger.error("billing.usage_drift", extra=record)

@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from billing import ledger, subscriptions
+from billing import stripe_gateway as stripe_api
 from billing.models import (
     Invoice,
     InvoiceKind,
@@ -37,8 +38,10 @@ from billing.models import (
     Subscription,
     SubscriptionStatus,
 )
+from core.changes import plan_changed
 from core.extensions import db
 from core.ids import new_id
+from core.unit_of_work import tenant_unit_of_work, unit_of_work
 from tenants.models import Tenant
 
 logger = logging.getLogger("lango.billing.periods")
@@ -55,36 +58,45 @@ class CloseReport:
 
 
 def close_due_periods(now: datetime | None = None) -> CloseReport:
-    """Close every period that has ended by `now` (default: the current time)."""
+    """Close every period that has ended by `now` (default: the current time), each in its
+    own unit of work (a period's invoice commits before its overage goes to Stripe), then
+    hand overage to Stripe, one invoice per unit of work (a failure is counted, and retried
+    by the next run)."""
     now = now or datetime.now(UTC)
     report = CloseReport()
-    tenant_ids = db.session.scalars(
-        select(Subscription.tenant_id).where(Subscription.current_period_end <= now)
-    ).all()
-    db.session.rollback()
+    with unit_of_work():
+        tenant_ids = db.session.scalars(
+            select(Subscription.tenant_id).where(Subscription.current_period_end <= now)
+        ).all()
     for tenant_id in tenant_ids:
         for _ in range(MAX_PERIODS_PER_RUN):
-            invoice_id = close_period(tenant_id, now=now)
+            with tenant_unit_of_work(tenant_id):
+                invoice_id = close_period(tenant_id, now=now)
             if invoice_id is None:
                 break
             report.closed.append(invoice_id)
     # Also retries overage that an earlier run could not hand to Stripe.
-    for invoice_id in _invoices_awaiting_stripe():
+    with unit_of_work():
+        awaiting_stripe = _invoices_awaiting_stripe()
+    for invoice_id in awaiting_stripe:
         try:
-            if add_overage_to_stripe(invoice_id):
-                report.stripe_items += 1
+            with unit_of_work():
+                added = add_overage_to_stripe(invoice_id)
         except Exception:
-            db.session.rollback()
             report.stripe_errors += 1
             logger.exception("stripe overage item failed", extra={"invoice_id": invoice_id})
+            continue
+        if added:
+            report.stripe_items += 1
     return report
 
 
 def close_period(tenant_id: str, *, now: datetime | None = None) -> str | None:
-    """Close the tenant's current period if it has ended: write its invoice, apply the
-    period-end plan change or cancellation, open the next period — one transaction.
-    Idempotent and safe under concurrent callers. Returns the invoice id, or None when the
-    period had not ended (or another closer got there first)."""
+    """Close the tenant's current period if it has ended, in the caller's transaction: write
+    its invoice, apply the period-end plan change or cancellation, open the next period.
+    Idempotent and safe under concurrent callers (the subscription's row lock, held until the
+    caller commits). Returns the invoice id, or None when the period had not ended (or
+    another closer got there first)."""
     now = now or datetime.now(UTC)
     subscription = db.session.scalars(
         select(Subscription)
@@ -93,11 +105,8 @@ def close_period(tenant_id: str, *, now: datetime | None = None) -> str | None:
         .execution_options(populate_existing=True)
     ).one_or_none()
     if subscription is None or subscription.current_period_end > now:
-        db.session.rollback()
         return None
-    invoice_id = _close_ended_period(subscription, now)
-    db.session.commit()
-    return invoice_id
+    return _close_ended_period(subscription, now)
 
 
 def _close_ended_period(subscription: Subscription, now: datetime) -> str:
@@ -263,7 +272,7 @@ def _apply_period_end_changes(subscription: Subscription, plan: Plan) -> None:
         update(Tenant).where(Tenant.id == subscription.tenant_id).values(plan=free_plan.code)
     )
     # Receivers follow the switch (Stripe stops charging); the status is set after them.
-    subscriptions.plan_changed.send(subscription, from_plan=plan, to_plan=free_plan)
+    plan_changed.send(subscription, from_plan=plan, to_plan=free_plan)
     subscription.status = SubscriptionStatus.CANCELED
     subscriptions.forget_rate_limit(subscription.tenant_id)
     logger.info(
@@ -278,11 +287,7 @@ def _apply_period_end_changes(subscription: Subscription, plan: Plan) -> None:
 def stripe_gateway():
     """The Stripe gateway module when Stripe is configured, else None (billing then runs on
     Lango's own invoices alone)."""
-    try:
-        from billing import stripe_gateway as gateway
-    except ImportError:
-        return None
-    return gateway if gateway.configured() else None
+    return stripe_api if stripe_api.configured() else None
 
 
 def overage_idempotency_key(invoice: Invoice) -> str:
@@ -290,8 +295,9 @@ def overage_idempotency_key(invoice: Invoice) -> str:
 
 
 def add_overage_to_stripe(invoice_id: str) -> bool:
-    """Add the invoice's overage to the tenant's next Stripe invoice, once. Holds the
-    invoice's row lock across the Stripe call so concurrent closers cannot both add it.
+    """Add the invoice's overage to the tenant's next Stripe invoice, once, in the caller's
+    transaction, which must commit right after: it holds the invoice's row lock across the
+    Stripe call, so concurrent closers cannot both add it, and then stores the item's id.
     Returns True if this call added the item; raises whatever the gateway raises."""
     gateway = stripe_gateway()
     if gateway is None:
@@ -312,7 +318,6 @@ def add_overage_to_stripe(invoice_id: str) -> bool:
         or invoice.overage_amount <= 0
         or not customer_id
     ):
-        db.session.rollback()
         return False
     item = gateway.add_invoice_item(
         customer_id,
@@ -321,7 +326,6 @@ def add_overage_to_stripe(invoice_id: str) -> bool:
         idempotency_key=overage_idempotency_key(invoice),
     )
     invoice.stripe_overage_item_id = _item_id(item)
-    db.session.commit()
     logger.info(
         "billing.stripe_overage_added",
         extra={"invoice_id": invoice.id, "stripe_item_id": invoice.stripe_overage_item_id},
@@ -360,5 +364,4 @@ def _invoices_awaiting_stripe() -> list[str]:
         .order_by(Invoice.id)
         .limit(500)
     ).all()
-    db.session.rollback()
     return list(ids)

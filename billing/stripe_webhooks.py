@@ -5,7 +5,8 @@ Each event is recorded in public.stripe_events by id in the same transaction as 
 effects, so a redelivery (Stripe delivers at least once, and retries) finds its id and is
 skipped, and two copies arriving together queue on the id's unique index. The row says how
 the event was handled: `applied`, `ignored` (a type Lango does not act on, or about no
-current Lango subscription) or `failed` (recorded apart; Stripe's retry then applies it).
+current Lango subscription) or `failed` (its effects undone in a savepoint, the failure
+committed at a named checkpoint; Stripe's retry then applies it).
 
 Stripe's subscription status, plan and cancel-at-period-end are mirrored onto Lango's
 subscription; Stripe's billing periods are not: Lango's own clock drives periods (quota
@@ -29,6 +30,7 @@ from billing.models import SubscriptionStatus as Status
 from billing.subscriptions import forget_rate_limit
 from core.errors import ValidationFailed
 from core.extensions import db
+from core.unit_of_work import Checkpoint, checkpoint
 from tenants.models import Tenant
 
 logger = logging.getLogger("lango.billing.stripe_webhooks")
@@ -47,34 +49,32 @@ class EventReceipt:
 
 
 def receive_event(payload: bytes, signature: str | None) -> EventReceipt:
-    """Verify, record and apply one webhook delivery. Idempotent per event id: a replay
-    returns the first delivery's status with `duplicate` true and changes nothing.
-    Raises StripeSignatureInvalid (400); if applying fails the event is recorded `failed`
-    and the error re-raised (500), so Stripe retries it."""
+    """Verify, record and apply one webhook delivery, in the caller's transaction.
+    Idempotent per event id: a replay returns the first delivery's status with `duplicate`
+    true and changes nothing. Raises StripeSignatureInvalid (400); if applying fails the
+    event is recorded `failed` (committed: STRIPE_EVENT_FAILED) and the error re-raised
+    (500), so Stripe retries it."""
     event = stripe_gateway.construct_event(payload, signature)
     event_id, event_type = event.get("id"), event.get("type")
     if not isinstance(event_id, str) or not isinstance(event_type, str):
         raise ValidationFailed("The payload is not a Stripe event.", code="stripe_event_invalid")
     if not _claim(event):
         status = db.session.scalar(select(StripeEvent.status).where(StripeEvent.id == event_id))
-        db.session.rollback()
         return EventReceipt(event_id, event_type, status, duplicate=True)
     handler = _HANDLERS.get(event_type)
     try:
-        if handler is None:
-            status, detail = IGNORED, "Lango does not act on this event type"
-        else:
-            status, detail = handler(event["data"]["object"])
+        # A savepoint: a handler that raises leaves none of its work, only the claim.
+        with db.session.begin_nested():
+            if handler is None:
+                status, detail = IGNORED, "Lango does not act on this event type"
+            else:
+                status, detail = handler(event["data"]["object"])
     except Exception as error:
-        db.session.rollback()
-        _record_failure(event, f"{type(error).__name__}: {error}")
+        _record_status(event_id, FAILED, f"{type(error).__name__}: {error}")
+        checkpoint(Checkpoint.STRIPE_EVENT_FAILED)
+        logger.error("billing.stripe_event_failed", extra={"stripe_event_id": event_id})
         raise
-    db.session.execute(
-        update(StripeEvent)
-        .where(StripeEvent.id == event_id)
-        .values(status=status, detail=detail and detail[:255])
-    )
-    db.session.commit()
+    _record_status(event_id, status, detail)
     logger.info(
         "billing.stripe_event",
         extra={"stripe_event_id": event_id, "type": event_type, "status": status, "detail": detail},
@@ -83,8 +83,9 @@ def receive_event(payload: bytes, signature: str | None) -> EventReceipt:
 
 
 def _claim(event: dict) -> bool:
-    """Record the event as received, holding its row until commit; False when it was
-    handled before. A `failed` one is claimed again: this delivery is its retry."""
+    """Record the event as received, holding its row until the caller's transaction ends;
+    False when it was handled before. A `failed` one is claimed again: this delivery is its
+    retry."""
     statement = (
         insert(StripeEvent)
         .values(
@@ -104,26 +105,12 @@ def _claim(event: dict) -> bool:
     return db.session.execute(statement).scalar() is not None
 
 
-def _record_failure(event: dict, detail: str) -> None:
-    statement = (
-        insert(StripeEvent)
-        .values(
-            id=event["id"],
-            type=event["type"],
-            payload=event,
-            status=FAILED,
-            detail=detail[:255],
-            received_at=datetime.now(UTC),
-        )
-        .on_conflict_do_update(
-            index_elements=[StripeEvent.id],
-            set_={"status": FAILED, "detail": detail[:255]},
-            where=StripeEvent.status.in_(("received", FAILED)),
-        )
+def _record_status(event_id: str, status: str, detail: str | None) -> None:
+    db.session.execute(
+        update(StripeEvent)
+        .where(StripeEvent.id == event_id)
+        .values(status=status, detail=detail and detail[:255])
     )
-    db.session.execute(statement)
-    db.session.commit()
-    logger.error("billing.stripe_event_failed", extra={"stripe_event_id": event["id"]})
 
 
 # --- handlers: one per event type, each given the event's object ----------------------

@@ -15,6 +15,7 @@ from billing.jobs import close_billing_periods
 from billing.models import Invoice, Subscription
 from billing.subscriptions import add_months
 from core.extensions import db
+from core.unit_of_work import tenant_unit_of_work, unit_of_work
 from tests.billing.test_ledger import count_pushes
 
 # A fixed past period, so `now` decides everything and nothing depends on the clock.
@@ -66,7 +67,7 @@ def subscription_of(app, tenant_id) -> Subscription:
 
 
 def close(app, tenant_id, now=AFTER_END):
-    with app.app_context():
+    with app.app_context(), tenant_unit_of_work(tenant_id):
         return periods.close_period(tenant_id, now=now)
 
 
@@ -383,11 +384,9 @@ def test_the_scheduler_registers_period_close_and_dunning(app, monkeypatch):
 def _await_upgrade(app, tenant_id, plan_code) -> str:
     from billing.subscriptions import awaited_upgrade, update_subscription
 
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         update_subscription(tenant_id, actor_key_id=None, plan=plan_code)
-        invoice_id = awaited_upgrade(tenant_id).id
-        db.session.rollback()
-    return invoice_id
+        return awaited_upgrade(tenant_id).id
 
 
 def _pay(app, invoice_id, amount, now) -> None:

@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import text
 
 from core.extensions import db
+from core.unit_of_work import unit_of_work
 from tests.payments.test_stk_push import STKPUSHES, push_body
 from tests.served import post_pushes_concurrently, quota_counted
 
@@ -118,7 +119,7 @@ def test_sandbox_plan_refuses_live_pushes(platform, app, client, tenant):
     from tenants.service import create_api_key, get_tenant
     from tests.conftest import ApiClient
 
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         save_credentials(
             tenant.id,
             shortcode="174379",
@@ -129,7 +130,6 @@ def test_sandbox_plan_refuses_live_pushes(platform, app, client, tenant):
             passkey=app.extensions["lango.settings"].SANDBOX_PASSKEY,
         )
         get_tenant(tenant.id).live_enabled = True
-        db.session.commit()
         live_secret = create_api_key(tenant.id, livemode=True, name="live").secret
 
     response = ApiClient(client, live_secret).post(STKPUSHES, json=push_body())

@@ -5,6 +5,7 @@ from sqlalchemy import text
 
 from billing.subscriptions import forget_rate_limit
 from core.extensions import db
+from core.unit_of_work import unit_of_work
 from tests.billing.test_plans import added_plans
 from tests.billing.test_subscription import upgrade
 from tests.conftest import ApiClient
@@ -41,7 +42,7 @@ def test_a_tenant_cannot_multiply_its_limit_by_minting_keys(app, client, api, te
 
     extra_plans("throttled", monthly_price=1, rate_limit="4 per minute")
     upgrade(app, api, "throttled")
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         others = [
             ApiClient(client, create_api_key(tenant.id, livemode=False, name=f"k{n}").secret)
             for n in range(3)

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from billing.models import Invoice, InvoiceStatus, Plan, StripeEvent, Subscription
 from billing.models import SubscriptionStatus as Status
 from core.extensions import db
+from core.unit_of_work import unit_of_work
 from tenants.models import Member, Tenant, TenantStatus
 from tests.conftest import ApiClient, free_port
 from tests.payments.test_stk_push import STKPUSHES, push_body
@@ -116,7 +117,7 @@ def live_key(app, tenant_id: str) -> str:
     from payments.credentials import save_credentials
     from tenants.service import create_api_key, get_tenant
 
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         save_credentials(
             tenant_id,
             shortcode="174379",
@@ -127,9 +128,7 @@ def live_key(app, tenant_id: str) -> str:
             passkey=app.extensions["lango.settings"].SANDBOX_PASSKEY,
         )
         get_tenant(tenant_id).live_enabled = True
-        db.session.commit()
         secret = create_api_key(tenant_id, livemode=True, name="live").secret
-        db.session.remove()
     return secret
 
 
