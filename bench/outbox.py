@@ -350,11 +350,13 @@ def report(
         f" (up to {args.drain:g} s); {sum(found.retried.values())} retried"
     )
     print(f"latency          event created → handled, {done} handlings")
-    print(f"  {'overall':<18} {figures(every)}")
-    for name in sorted(set(found.latencies) | set(found.pending)):
+    names = sorted(set(found.latencies) | set(found.pending))
+    width = max(len("overall"), *(len(name) for name in names))
+    print(f"  {'overall':<{width}} {figures(every)}")
+    for name in names:
         samples = found.latencies.get(name, [])
         print(
-            f"  {name:<18} {figures(samples)}"
+            f"  {name:<{width}} {figures(samples)}"
             f"   ({len(samples)} done, {found.pending[name]} pending)"
         )
     if cpu.wall and cpu.machine:
