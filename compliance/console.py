@@ -1,6 +1,6 @@
 """What compliance staff do in the console: search and export the audit log, edit fraud
-rules, work the review queue. Plain functions; every state change is audited with the staff
-user as the actor and commits with its audit entry."""
+rules, work the review queue. Plain functions that flush (the request commits); every state
+change is audited with the staff user as the actor, in the change's own transaction."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import rule_engine
-from sqlalchemy import any_, func, select, text
+from sqlalchemy import func, select
 
-from compliance import fraud
+from compliance import fraud, ports
 from compliance.audit import Actor, ActorType, AuditAction, AuditEntry, record
 from core.api import paginate
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
 from core.phone import mask_phone
-from core.tenancy import quote_schema, schema_name_for
+from tenants.models import Tenant, TenantStatus
 
 EXPORT_COLUMNS = (
     "seq",
@@ -133,7 +133,7 @@ def _rule_state(rule: fraud.FraudRule) -> dict:
 
 
 def create_rule(staff, *, expression: str, outcome: str, description: str = "", position: int):
-    """Add a rule (validated; commits with its audit entry); it applies to the next push."""
+    """Add a rule (validated; audited); it applies to the next push once committed."""
     _check_expression(expression)
     rule = fraud.FraudRule(
         id=new_id("frule"),
@@ -146,11 +146,12 @@ def create_rule(staff, *, expression: str, outcome: str, description: str = "", 
     db.session.add(rule)
     db.session.flush()
     _audit_rule(staff, rule, before=None)
-    return _commit_rules(rule)
+    fraud.invalidate_rules_once_committed()
+    return rule
 
 
 def update_rule(staff, rule_id: str, changes: dict) -> fraud.FraudRule:
-    """Edit a rule (validated; commits with its audit entry); it applies to the next push."""
+    """Edit a rule (validated; audited); it applies to the next push once committed."""
     rule = db.session.scalar(
         select(fraud.FraudRule).where(fraud.FraudRule.id == rule_id).with_for_update()
     )
@@ -163,7 +164,8 @@ def update_rule(staff, rule_id: str, changes: dict) -> fraud.FraudRule:
         setattr(rule, name, value)
     db.session.flush()
     _audit_rule(staff, rule, before=before)
-    return _commit_rules(rule)
+    fraud.invalidate_rules_once_committed()
+    return rule
 
 
 def _audit_rule(staff, rule, *, before) -> None:
@@ -175,13 +177,6 @@ def _audit_rule(staff, rule, *, before) -> None:
         diff={"before": before, "after": _rule_state(rule)},
         actor=staff_actor(staff),
     )
-
-
-def _commit_rules(rule):
-    rule_id = rule.id
-    db.session.commit()
-    fraud.invalidate_rules()
-    return db.session.get(fraud.FraudRule, rule_id)
 
 
 # --- review queue ---------------------------------------------------------------------------
@@ -198,13 +193,8 @@ def list_cases(*, limit: int, status: str | None = None, **cursor) -> dict:
 
 
 def _push_phone(case: fraud.FraudReviewCase) -> str | None:
-    # The push lives in the tenant's schema; read it by qualified name rather than switching
-    # the session's tenant scope inside this transaction.
-    schema = quote_schema(schema_name_for(case.tenant_id))
-    return db.session.scalar(
-        text(f"SELECT phone_number FROM {schema}.stk_pushes WHERE id = :id"),  # noqa: S608
-        {"id": case.stk_push_id},
-    )
+    push = ports.push_facts(case.tenant_id, case.stk_push_id)
+    return push.phone_number if push is not None else None
 
 
 def _mask(case: fraud.FraudReviewCase) -> fraud.FraudReviewCase:
@@ -226,10 +216,8 @@ def _locked_case(case_id: str) -> fraud.FraudReviewCase:
 def assign_case(staff, case_id: str, staff_id: str | None = None) -> fraud.FraudReviewCase:
     """Assign a case to a staff user (the caller by default). fraud_review_cases has no
     assignee column yet, so the assignment is kept as a line in the case's notes (the latest
-    `assigned to` line wins) and in the audit log. Commits with its audit entry."""
-    from staff.models import StaffUser
-
-    assignee = db.session.get(StaffUser, staff_id or staff.id)
+    `assigned to` line wins) and in the audit log."""
+    assignee = ports.find_staff(staff_id or staff.id)
     if assignee is None:
         raise ValidationFailed(f"No staff user {staff_id}.", param="staff_id")
     case = _locked_case(case_id)
@@ -242,12 +230,11 @@ def assign_case(staff, case_id: str, staff_id: str | None = None) -> fraud.Fraud
         diff={"after": {"assignee_id": assignee.id, "assignee_email": assignee.email}},
         actor=staff_actor(staff),
     )
-    db.session.commit()
     return _mask(case)
 
 
 def reveal_phone(staff, case_id: str) -> dict:
-    """The case's full phone number, for a compliance user; the reveal is audited (commits)."""
+    """The case's full phone number, for a compliance user; the reveal is audited."""
     case = db.session.get(fraud.FraudReviewCase, case_id)
     if case is None:
         raise NotFound(f"No review case {case_id}.", param="id")
@@ -262,7 +249,6 @@ def reveal_phone(staff, case_id: str) -> dict:
         diff={"after": {"stk_push_id": case.stk_push_id, "phone": mask_phone(phone)}},
         actor=staff_actor(staff),
     )
-    db.session.commit()
     return {"case_id": case.id, "stk_push_id": case.stk_push_id, "phone": phone}
 
 
@@ -275,7 +261,7 @@ def resolve_case(
     block_phone: bool = False,
     suspend_tenant: bool = False,
 ) -> fraud.FraudReviewCase:
-    """Close an open case as legitimate or fraudulent (commits with its audit entry). A
+    """Close an open case as legitimate or fraudulent (audited). A
     fraudulent case with `block_phone` puts the push's phone on that tenant's blocklist; with
     `suspend_tenant` it suspends the tenant (reason 'compliance', audited).
     Raises NotFound, Conflict (already resolved) or ValidationFailed."""
@@ -310,15 +296,12 @@ def resolve_case(
     )
     if suspend_tenant:
         _suspend_for_fraud(staff, case)
-    db.session.commit()
     return _mask(case)
 
 
 def _suspend_for_fraud(staff, case: fraud.FraudReviewCase) -> None:
     # In the case's transaction: the tenant, its suspension and both audit entries commit
     # together. An already suspended tenant stays as it is (its reason is kept).
-    from tenants.models import Tenant, TenantStatus
-
     tenant = db.session.scalar(select(Tenant).where(Tenant.id == case.tenant_id).with_for_update())
     if tenant is None or tenant.status is TenantStatus.SUSPENDED:
         return
@@ -369,8 +352,8 @@ def next_rule_position() -> int:
 def move_rule(staff, rule_id: str, direction: str) -> fraud.FraudRule:
     """Move a rule one place up or down in match order. Positions are renumbered 10, 20, 30 …
     in the new order (so they stay unique); every rule whose position changes is audited
-    (fraud_rule.changed) in one transaction that commits. Moving the first rule up or the
-    last one down changes nothing. Raises NotFound, ValidationFailed (direction)."""
+    (fraud_rule.changed) in the caller's transaction. Moving the first rule up or the last
+    one down changes nothing. Raises NotFound, ValidationFailed (direction)."""
     if direction not in ("up", "down"):
         raise ValidationFailed("direction: up or down.", param="direction")
     rules = list(
@@ -380,7 +363,6 @@ def move_rule(staff, rule_id: str, direction: str) -> fraud.FraudRule:
     )
     index = next((i for i, rule in enumerate(rules) if rule.id == rule_id), None)
     if index is None:
-        db.session.rollback()
         raise NotFound(f"No fraud rule {rule_id}.", param="id")
     other = index - 1 if direction == "up" else index + 1
     if 0 <= other < len(rules):
@@ -391,8 +373,8 @@ def move_rule(staff, rule_id: str, direction: str) -> fraud.FraudRule:
             rule.position = place * 10
             db.session.flush()
             _audit_rule(staff, rule, before=before)
-    moved = next(rule for rule in rules if rule.id == rule_id)
-    return _commit_rules(moved)
+    fraud.invalidate_rules_once_committed()
+    return next(rule for rule in rules if rule.id == rule_id)
 
 
 def get_case(case_id: str) -> fraud.FraudReviewCase:
@@ -405,20 +387,18 @@ def get_case(case_id: str) -> fraud.FraudReviewCase:
 
 def case_push(case: fraud.FraudReviewCase) -> dict | None:
     """The case's push as staff see it (amount, status, mode, time; no phone), or None when
-    the push no longer exists. Read by qualified name, like `_push_phone`."""
-    schema = quote_schema(schema_name_for(case.tenant_id))
-    row = (
-        db.session.execute(
-            text(
-                "SELECT id, amount, status, livemode, account_reference, created_at"  # noqa: S608
-                f" FROM {schema}.stk_pushes WHERE id = :id"
-            ),
-            {"id": case.stk_push_id},
-        )
-        .mappings()
-        .first()
-    )
-    return dict(row) if row is not None else None
+    the push no longer exists."""
+    push = ports.push_facts(case.tenant_id, case.stk_push_id)
+    if push is None:
+        return None
+    return {
+        "id": push.id,
+        "amount": push.amount,
+        "status": push.status,
+        "livemode": push.livemode,
+        "account_reference": push.account_reference,
+        "created_at": push.created_at,
+    }
 
 
 def case_assignees(case_ids: list[str]) -> dict[str, str]:
@@ -444,33 +424,22 @@ def case_assignees(case_ids: list[str]) -> dict[str, str]:
 def add_case_note(staff, case_id: str, note: str) -> fraud.FraudReviewCase:
     """Append a note to a case (`<email>: <note>`, one line each, never edited). Notes are
     the reviewers' working record; the decisions they lead to (assign, resolve) are audited.
-    Raises NotFound, ValidationFailed (an empty note). Commits."""
+    Raises NotFound, ValidationFailed (an empty note)."""
     note = " ".join((note or "").split())
     if not note:
         raise ValidationFailed("note: write something.", param="note")
     case = _locked_case(case_id)
     case.notes = f"{case.notes}\n{staff.email}: {note}".strip()
-    db.session.commit()
     return _mask(case)
 
 
-def compliance_staff() -> list:
+def compliance_staff() -> list[ports.StaffMember]:
     """Staff users holding the compliance role (who a case may be assigned to), by email."""
-    from staff.models import StaffRole, StaffUser
-
-    return list(
-        db.session.scalars(
-            select(StaffUser)
-            .where(StaffRole.COMPLIANCE.value == any_(StaffUser.roles))
-            .order_by(StaffUser.email)
-        )
-    )
+    return ports.compliance_staff()
 
 
 def tenant_names(tenant_ids) -> dict[str, str]:
     """Business names by tenant id, for labelling rows on the console's pages."""
-    from tenants.models import Tenant
-
     ids = {tenant_id for tenant_id in tenant_ids if tenant_id}
     if not ids:
         return {}

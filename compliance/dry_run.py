@@ -14,6 +14,9 @@ screening time and expire, so they are rebuilt from the stored pushes themselves
 Attempts that screening refused were never stored, so rebuilt counters can be lower than the
 live ones were; `plan` is the tenant's current plan. Phone counters are only rebuilt when the
 expression names one (they need every tenant's recent pushes in memory); otherwise they are 0.
+
+The pushes come from payments, through compliance.ports (payments sits above compliance),
+each tenant's read in that tenant's own scope.
 """
 
 from __future__ import annotations
@@ -21,28 +24,29 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import rule_engine
-from sqlalchemy import Date, cast, func, select, text
+from sqlalchemy import select
 
 from compliance import fraud
+from compliance.ports import PushFacts, recent_pushes
 from compliance.velocity import EAT
 from core.errors import ValidationFailed
 from core.extensions import db
 from core.phone import mask_phone
-from core.tenancy import tenant_scope
-from payments.models import PushStatus, StkPush
+from core.unit_of_work import Checkpoint, checkpoint
+from tenants.models import Tenant
 
 WINDOW = timedelta(days=7)
 SAMPLE_SIZE = 20
-BATCH_SIZE = 1000
 _AVERAGE_DAYS = 7
 _PHONE_COUNTERS = frozenset(
     {"phone_pushes_10m", "phone_pushes_1h", "phone_tenants_24h", "phone_cancellations_1h"}
 )
-_EAT_NAME = "Africa/Nairobi"
+_CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -83,54 +87,59 @@ def dry_run_rule(expression: str, now: datetime | None = None) -> DryRunResult:
     """Evaluate `expression` against every push created in the 7 days before `now`, in every
     tenant, without saving anything: counts of matches (by tenant, push status and mode) and
     up to SAMPLE_SIZE newest matching pushes with masked phones. Raises ValidationFailed
-    (param `expression`) for an expression that does not compile. Reads each tenant's schema
-    in turn, so it ends the caller's transaction first (commit)."""
+    (param `expression`) for an expression that does not compile. Reads each tenant's pushes
+    in that tenant's scope, so it ends the caller's transaction first (a checkpoint)."""
     rule, named = _compile(expression)
     until = now or datetime.now(UTC)
     since = until - WINDOW
-    db.session.commit()
     tenants = _tenants()
-    db.session.commit()
+    checkpoint(Checkpoint.TENANT_BY_TENANT)
     phones = _PhoneIndex(since, until, tenants) if named & _PHONE_COUNTERS else None
+    # From the start of the first day's EAT day (its running volume), and 7 days before it
+    # when the expression names the daily average.
+    first_day = _day_start(since) - (
+        timedelta(days=_AVERAGE_DAYS) if "tenant_avg_daily_7d" in named else timedelta(0)
+    )
     result = DryRunResult(expression=expression, since=since, until=until)
     samples: list[tuple] = []
     for tenant_id, business_name, created_at, plan in tenants:
         summary = DryRunTenant(tenant_id, business_name)
-        with tenant_scope(tenant_id):
-            daily = _daily_volumes(since, until) if "tenant_avg_daily_7d" in named else {}
-            for row in _pushes(since, until):
-                summary.pushes += 1
-                counters = _counters(row, daily, phones, tenant_id)
-                push = fraud.ScreenedPush(row.phone_number, row.amount, row.livemode)
-                attributes = fraud.push_attributes(
-                    push,
-                    at=row.created_at,
-                    tenant_created_at=created_at,
-                    plan=plan,
-                    counters=counters,
-                )
-                try:
-                    matched = rule.matches(attributes)
-                except rule_engine.EngineError:
-                    result.errors += 1
-                    continue
-                if not matched:
-                    continue
-                summary.matched += 1
-                _count(result, row)
-                sample = DryRunSample(
-                    tenant_id,
-                    business_name,
-                    row.id,
-                    mask_phone(row.phone_number),
-                    row.amount,
-                    row.livemode,
-                    str(row.status),
-                    row.created_at,
-                )
-                heapq.heappush(samples, (row.created_at, row.id, sample))
-                if len(samples) > SAMPLE_SIZE:
-                    heapq.heappop(samples)
+        for push, counters in _with_tenant_counters(recent_pushes(tenant_id, first_day, until)):
+            if push.created_at < since:
+                continue
+            summary.pushes += 1
+            if phones is not None:
+                counters.update(phones.counters(push, tenant_id))
+            screened = fraud.ScreenedPush(push.phone_number, push.amount, push.livemode)
+            attributes = fraud.push_attributes(
+                screened,
+                at=push.created_at,
+                tenant_created_at=created_at,
+                plan=plan,
+                counters=counters,
+            )
+            try:
+                matched = rule.matches(attributes)
+            except rule_engine.EngineError:
+                result.errors += 1
+                continue
+            if not matched:
+                continue
+            summary.matched += 1
+            _count(result, push)
+            sample = DryRunSample(
+                tenant_id,
+                business_name,
+                push.id,
+                mask_phone(push.phone_number),
+                push.amount,
+                push.livemode,
+                push.status,
+                push.created_at,
+            )
+            heapq.heappush(samples, (push.created_at, push.id, sample))
+            if len(samples) > SAMPLE_SIZE:
+                heapq.heappop(samples)
         result.pushes += summary.pushes
         result.matched += summary.matched
         if summary.pushes:
@@ -158,18 +167,14 @@ def _compile(expression: str) -> tuple[rule_engine.Rule, set[str]]:
 
 
 def _tenants() -> list[tuple]:
-    # The plan as screening reads it (fraud.screen): the subscription's, else the signup's.
+    # The plan as screening reads it (fraud.screen): tenants.plan, which billing keeps current.
     return db.session.execute(
-        text(
-            "SELECT t.id, t.business_name, t.created_at, COALESCE(s.plan_code, t.plan)"
-            " FROM public.tenants t LEFT JOIN public.subscriptions s ON s.tenant_id = t.id"
-            " ORDER BY t.id"
-        )
+        select(Tenant.id, Tenant.business_name, Tenant.created_at, Tenant.plan).order_by(Tenant.id)
     ).all()
 
 
-def _eat_day(column):
-    return cast(func.timezone(_EAT_NAME, column), Date)
+def _eat_day(moment: datetime) -> date:
+    return moment.astimezone(EAT).date()
 
 
 def _day_start(moment: datetime) -> datetime:
@@ -177,67 +182,34 @@ def _day_start(moment: datetime) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
-def _pushes(since: datetime, until: datetime):
-    """The current tenant's pushes created in [since, until], oldest first, in batches, each
-    with its EAT day and the tenant's running KES total that day (same mode)."""
-    day = _eat_day(StkPush.created_at)
-    inner = (
-        select(
-            StkPush.id,
-            StkPush.livemode,
-            StkPush.phone_number,
-            StkPush.amount,
-            StkPush.status,
-            StkPush.created_at,
-            day.label("day"),
-            func.sum(StkPush.amount)
-            .over(partition_by=(StkPush.livemode, day), order_by=(StkPush.created_at, StkPush.id))
-            .label("volume_today"),
+def _with_tenant_counters(pushes: Iterator[PushFacts]) -> Iterator[tuple[PushFacts, dict]]:
+    """Each of one tenant's pushes (oldest first) with its tenant counters, as screening
+    counted them: the KES requested that EAT day up to and including it, and the mean over
+    the 7 EAT days before that day (same mode). The phone counters start at 0."""
+    daily: dict[tuple[bool, date], int] = defaultdict(int)
+    for push in pushes:
+        day = _eat_day(push.created_at)
+        daily[(push.livemode, day)] += push.amount
+        past = sum(
+            daily.get((push.livemode, day - timedelta(days=back)), 0)
+            for back in range(1, _AVERAGE_DAYS + 1)
         )
-        .where(StkPush.created_at >= _day_start(since), StkPush.created_at <= until)
-        .subquery()
-    )
-    statement = (
-        select(inner).where(inner.c.created_at >= since).order_by(inner.c.created_at, inner.c.id)
-    )
-    return db.session.execute(statement, execution_options={"yield_per": BATCH_SIZE})
-
-
-def _daily_volumes(since: datetime, until: datetime) -> dict[tuple[bool, date], int]:
-    """The current tenant's KES per (mode, EAT day), from 7 days before the window's first."""
-    day = _eat_day(StkPush.created_at)
-    rows = db.session.execute(
-        select(StkPush.livemode, day, func.sum(StkPush.amount))
-        .where(
-            StkPush.created_at >= _day_start(since) - timedelta(days=_AVERAGE_DAYS),
-            StkPush.created_at <= until,
+        yield (
+            push,
+            {
+                "phone_pushes_10m": 0,
+                "phone_pushes_1h": 0,
+                "phone_tenants_24h": 0,
+                "phone_cancellations_1h": 0,
+                "tenant_volume_today": daily[(push.livemode, day)],
+                "tenant_avg_daily_7d": past / _AVERAGE_DAYS,
+            },
         )
-        .group_by(StkPush.livemode, day)
-    )
-    return {(livemode, on): int(total) for livemode, on, total in rows}
 
 
-def _counters(row, daily: dict, phones: _PhoneIndex | None, tenant_id: str) -> dict:
-    past = sum(
-        daily.get((row.livemode, row.day - timedelta(days=back)), 0)
-        for back in range(1, _AVERAGE_DAYS + 1)
-    )
-    counters = {
-        "phone_pushes_10m": 0,
-        "phone_pushes_1h": 0,
-        "phone_tenants_24h": 0,
-        "phone_cancellations_1h": 0,
-        "tenant_volume_today": int(row.volume_today),
-        "tenant_avg_daily_7d": past / _AVERAGE_DAYS,
-    }
-    if phones is not None:
-        counters.update(phones.counters(row, tenant_id))
-    return counters
-
-
-def _count(result: DryRunResult, row) -> None:
-    status = str(row.status)
-    mode = "live" if row.livemode else "test"
+def _count(result: DryRunResult, push: PushFacts) -> None:
+    status = push.status
+    mode = "live" if push.livemode else "test"
     result.by_status[status] = result.by_status.get(status, 0) + 1
     result.by_mode[mode] = result.by_mode.get(mode, 0) + 1
 
@@ -250,39 +222,23 @@ class _PhoneIndex:
         self.pushes: dict[tuple, list[tuple]] = defaultdict(list)  # (ts, push id, tenant)
         self.cancels: dict[tuple, list[float]] = defaultdict(list)  # cancellation ts
         for tenant_id, *_ in tenants:
-            with tenant_scope(tenant_id):
-                rows = db.session.execute(
-                    select(
-                        StkPush.id,
-                        StkPush.livemode,
-                        StkPush.phone_number,
-                        StkPush.status,
-                        StkPush.created_at,
-                        StkPush.resolved_at,
-                        StkPush.updated_at,
-                    ).where(
-                        StkPush.created_at >= since - timedelta(days=1),
-                        StkPush.created_at <= until,
-                    ),
-                    execution_options={"yield_per": BATCH_SIZE},
-                )
-                for row in rows:
-                    key = (row.livemode, row.phone_number)
-                    self.pushes[key].append((row.created_at.timestamp(), row.id, tenant_id))
-                    if row.status is PushStatus.CANCELLED:
-                        cancelled_at = row.resolved_at or row.updated_at
-                        self.cancels[key].append(cancelled_at.timestamp())
+            for push in recent_pushes(tenant_id, since - timedelta(days=1), until):
+                key = (push.livemode, push.phone_number)
+                self.pushes[key].append((push.created_at.timestamp(), push.id, tenant_id))
+                if push.status == _CANCELLED:
+                    cancelled_at = push.resolved_at or push.updated_at
+                    self.cancels[key].append(cancelled_at.timestamp())
         for entries in self.pushes.values():
             entries.sort()
         for times in self.cancels.values():
             times.sort()
 
-    def counters(self, row, tenant_id: str) -> dict:
-        key = (row.livemode, row.phone_number)
+    def counters(self, push: PushFacts, tenant_id: str) -> dict:
+        key = (push.livemode, push.phone_number)
         entries = self.pushes.get(key, [])
-        moment = row.created_at.timestamp()
+        moment = push.created_at.timestamp()
         # This push and every earlier one (ties broken by id, as the sort orders them).
-        end = bisect_right(entries, (moment, row.id, tenant_id))
+        end = bisect_right(entries, (moment, push.id, tenant_id))
         # Redis keeps [now-10m, now] for the 10-minute count, (now-1h, now] for the hour
         # and (now-24h, now] for tenants (compliance.velocity).
         start_10m = bisect_left(entries, (moment - 600,))

@@ -5,7 +5,8 @@ reaches Daraja): the tenant's blocklist first, then the enabled rules in positio
 first match wins (like Stripe Radar); no match allows. Rules are `rule-engine` expressions
 over the attributes in ATTRIBUTE_TYPES, compiled once per expression text and re-read from
 public.fraud_rules at most every RULES_CACHE_SECONDS, so an edited rule applies to pushes
-screened after that (or at once after `invalidate_rules()`).
+screened after that (or as soon as the edit commits: `invalidate_rules_once_committed()`).
+Screening takes no lock: no push waits for another tenant's.
 """
 
 from __future__ import annotations
@@ -13,20 +14,21 @@ from __future__ import annotations
 import enum
 import functools
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import rule_engine
 from flask import current_app
-from sqlalchemy import Boolean, DateTime, Integer, String, Text, func, select, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Boolean, DateTime, Integer, String, Text, event, exists, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from compliance import velocity
 from core.errors import PermissionDenied
+from core.events import Event
 from core.extensions import db
 from core.ids import new_id
+from tenants.models import Tenant
 
 logger = logging.getLogger("lango.compliance.fraud")
 RULES_CACHE_SECONDS = 2.0
@@ -133,42 +135,56 @@ def compile_expression(expression: str) -> rule_engine.Rule:
     return rule_engine.Rule(expression, context=_CONTEXT)
 
 
-_cache_lock = threading.Lock()
 _cached_rules: tuple[float, tuple[CompiledRule, ...]] | None = None
+# Set on the session by an edit of the rules: the cache is dropped once the edit commits.
+_RULES_CHANGED = "lango.fraud_rules_changed"
 
 
 def invalidate_rules() -> None:
-    """Make the next screening re-read the rules (call after editing them)."""
+    """Make the next screening re-read the rules."""
     global _cached_rules
     _cached_rules = None
 
 
+def invalidate_rules_once_committed() -> None:
+    """Make screenings re-read the rules once the current transaction commits (before, they
+    would read the old rules and cache them again)."""
+    db.session.info[_RULES_CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _rules_committed(session: Session) -> None:
+    if session.info.pop(_RULES_CHANGED, False):
+        invalidate_rules()
+
+
+@event.listens_for(Session, "after_rollback")
+def _rules_rolled_back(session: Session) -> None:
+    session.info.pop(_RULES_CHANGED, None)
+
+
 def active_rules() -> tuple[CompiledRule, ...]:
     """Enabled rules in match order, at most RULES_CACHE_SECONDS old. A rule whose expression
-    does not compile is skipped and logged (by id), never allowed to stop every push."""
+    does not compile is skipped and logged (by id), never allowed to stop every push. No
+    lock: screenings that find the cache stale at the same moment each re-read it (a few
+    identical reads), rather than one tenant's push waiting for another's."""
     global _cached_rules
     cached = _cached_rules
     if cached is not None and time.monotonic() - cached[0] < RULES_CACHE_SECONDS:
         return cached[1]
-    with _cache_lock:
-        cached = _cached_rules
-        if cached is not None and time.monotonic() - cached[0] < RULES_CACHE_SECONDS:
-            return cached[1]
-        rows = db.session.execute(
-            select(FraudRule.id, FraudRule.expression, FraudRule.outcome)
-            .where(FraudRule.enabled.is_(True))
-            .order_by(FraudRule.position, FraudRule.id)
-        ).all()
-        compiled = []
-        for rule_id, expression, outcome in rows:
-            try:
-                compiled.append(
-                    CompiledRule(rule_id, Outcome(outcome), compile_expression(expression))
-                )
-            except (rule_engine.EngineError, ValueError):
-                logger.error("fraud rule does not compile; skipped", extra={"rule_id": rule_id})
-        _cached_rules = (time.monotonic(), tuple(compiled))
-        return _cached_rules[1]
+    rows = db.session.execute(
+        select(FraudRule.id, FraudRule.expression, FraudRule.outcome)
+        .where(FraudRule.enabled.is_(True))
+        .order_by(FraudRule.position, FraudRule.id)
+    ).all()
+    compiled = []
+    for rule_id, expression, outcome in rows:
+        try:
+            compiled.append(CompiledRule(rule_id, Outcome(outcome), compile_expression(expression)))
+        except (rule_engine.EngineError, ValueError):
+            logger.error("fraud rule does not compile; skipped", extra={"rule_id": rule_id})
+    _cached_rules = (time.monotonic(), tuple(compiled))
+    return _cached_rules[1]
 
 
 def decide(rules: tuple[CompiledRule, ...], attributes: dict) -> Decision:
@@ -189,15 +205,13 @@ def screen(tenant_id: str, push: ScreenedPush, now: datetime | None = None) -> D
     matching rule's outcome; else allow. Counts the attempt in the velocity counters (one
     Redis round trip) unless the phone is blocklisted. Never writes to the database."""
     now = now or datetime.now(UTC)
+    # tenants.plan is the current plan: billing changes it with the subscription's.
     created_at, plan, blocklisted = db.session.execute(
-        text(
-            "SELECT t.created_at, COALESCE(s.plan_code, t.plan), EXISTS ("
-            "  SELECT 1 FROM public.phone_blocklist b"
-            "  WHERE b.tenant_id = t.id AND b.phone = :phone)"
-            " FROM public.tenants t LEFT JOIN public.subscriptions s ON s.tenant_id = t.id"
-            " WHERE t.id = :tenant_id"
-        ),
-        {"tenant_id": tenant_id, "phone": push.phone},
+        select(
+            Tenant.created_at,
+            Tenant.plan,
+            exists().where(BlockedPhone.tenant_id == Tenant.id, BlockedPhone.phone == push.phone),
+        ).where(Tenant.id == tenant_id)
     ).one()
     if blocklisted:
         return Decision(Outcome.BLOCK, blocklisted=True)
@@ -260,11 +274,10 @@ def open_review_case(tenant_id: str, stk_push_id: str, rule_id: str) -> FraudRev
 
 
 def count_cancellation(push, tenant_id: str, **_) -> None:
-    """Receiver of payments' `push_finished`: a push the customer cancelled feeds the
-    `phone_cancellations_1h` counter (idempotent per push)."""
-    from payments.models import PushStatus
-
-    if push.status is not PushStatus.CANCELLED:
+    """Transitional: payments.init_app still connects this to `push_finished`; it goes once
+    payments drops that connect (count_cancelled_push, the outbox subscriber, replaces it).
+    Counting twice is harmless: the counter is idempotent per push."""
+    if push.status != "cancelled":
         return
     velocity.record_cancellation(
         current_app.extensions["lango.redis"],
@@ -272,4 +285,18 @@ def count_cancellation(push, tenant_id: str, **_) -> None:
         phone=push.phone_number,
         livemode=push.livemode,
         now=datetime.now(UTC),
+    )
+
+
+def count_cancelled_push(event: Event) -> None:
+    """Outbox subscriber of `payment.cancelled`: a push the customer cancelled feeds the
+    `phone_cancellations_1h` counter, as of when the event was recorded (idempotent per
+    push, so a retried handling counts it once)."""
+    push = event.data["object"]
+    velocity.record_cancellation(
+        current_app.extensions["lango.redis"],
+        push_id=push["id"],
+        phone=push["phone_number"],
+        livemode=push["livemode"],
+        now=event.created_at,
     )

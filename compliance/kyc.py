@@ -3,7 +3,8 @@
 A tenant submits its details (and uploads documents to that submission); compliance staff
 approve it, which turns live mode on for the tenant, or reject it with a reason the tenant
 sees. Document bytes are kept outside the database, under KYC_STORAGE_DIR, with a SHA-256
-recorded for each. Every decision is audited in the decision's own transaction.
+recorded for each; a document whose transaction rolls back has its file removed. Every
+decision is audited in the decision's own transaction. Functions flush; the caller commits.
 """
 
 from __future__ import annotations
@@ -16,20 +17,23 @@ from pathlib import Path
 from typing import IO
 
 from flask import current_app
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, func, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, event, func, select
+from sqlalchemy.orm import Mapped, Session, SessionTransaction, mapped_column
 
 from compliance import audit
 from core.api import paginate
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.extensions import db
 from core.ids import new_id
+from tenants.models import Tenant
 
 DEFAULT_STORAGE_DIR = ".lango/kyc"
 # A KRA PIN: a letter, nine digits, a letter (e.g. P051234567X).
 KRA_PIN = re.compile(r"^[A-Z][0-9]{9}[A-Z]$")
 DOCUMENT_TYPES = {"application/pdf", "image/png", "image/jpeg"}
 _CHUNK = 64 * 1024
+# Files stored by the session's open transaction: removed if it rolls back.
+_STORED_FILES = "lango.kyc_stored_files"
 
 
 class KycStatus(enum.StrEnum):
@@ -113,9 +117,7 @@ class KycMissing(NotFound):
 def submit_kyc(tenant_id: str, details: dict) -> KycSubmission:
     """Record the tenant's business details for review. Raises KycPending while an earlier
     submission awaits review, KycAlreadyApproved once approved; a rejected tenant may submit
-    again. Serialised per tenant (row lock on the tenant), commits."""
-    from tenants.models import Tenant
-
+    again. Serialised per tenant (row lock on the tenant)."""
     if not KRA_PIN.match(details["kra_pin"]):
         raise ValidationFailed(
             "kra_pin: a KRA PIN is a letter, nine digits and a letter (e.g. P051234567X).",
@@ -129,7 +131,7 @@ def submit_kyc(tenant_id: str, details: dict) -> KycSubmission:
         raise KycAlreadyApproved()
     submission = KycSubmission(id=new_id("kyc"), tenant_id=tenant_id, **details)
     db.session.add(submission)
-    db.session.commit()
+    db.session.flush()
     return submission
 
 
@@ -147,7 +149,7 @@ def add_document(
     """Store one document for the tenant's submission awaiting review: the bytes go to
     KYC_STORAGE_DIR (never the database), the row keeps size and SHA-256. Raises KycMissing
     when no submission awaits review, ValidationFailed for an unaccepted type or an empty
-    file. Commits; a failed commit removes the stored file."""
+    file. Flushed; the stored file is removed if the transaction rolls back."""
     if content_type not in DOCUMENT_TYPES:
         raise ValidationFailed(
             f"file: send a PDF, PNG or JPEG (got {content_type or 'no type'}).", param="file"
@@ -177,13 +179,23 @@ def add_document(
         sha256=digest.hexdigest(),
         storage_path=str(relative),
     )
+    db.session.info.setdefault(_STORED_FILES, []).append(target)
     db.session.add(document)
-    try:
-        db.session.commit()
-    except Exception:
-        target.unlink(missing_ok=True)
-        raise
+    db.session.flush()
     return document
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_stored_files(session: Session) -> None:
+    session.info.pop(_STORED_FILES, None)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _remove_stored_files(session: Session, previous: SessionTransaction) -> None:
+    # The whole transaction, not a savepoint: its documents' rows are gone, so are their files.
+    if previous.parent is None:
+        for path in session.info.pop(_STORED_FILES, []):
+            path.unlink(missing_ok=True)
 
 
 def storage_dir() -> Path:
@@ -236,8 +248,6 @@ def approve_submission(submission_id: str, *, staff_id: str, staff_label: str) -
     """Approve a submission awaiting review and turn live mode on for its tenant (live keys
     then work once it also has M-Pesa credentials and a live-capable plan). Atomic with its
     audit entry. Raises KycMissing, KycAlreadyDecided."""
-    from tenants.models import Tenant
-
     submission = _decidable(submission_id)
     tenant = db.session.scalar(
         select(Tenant).where(Tenant.id == submission.tenant_id).with_for_update()
@@ -257,7 +267,6 @@ def approve_submission(submission_id: str, *, staff_id: str, staff_label: str) -
             "after": {"status": "approved", "live_enabled": True},
         },
     )
-    db.session.commit()
     return submission
 
 
@@ -278,7 +287,6 @@ def reject_submission(
         staff_label,
         {"before": {"status": "submitted"}, "after": {"status": "rejected", "reason": reason}},
     )
-    db.session.commit()
     return submission
 
 
@@ -289,7 +297,6 @@ def _decidable(submission_id: str) -> KycSubmission:
     if submission is None:
         raise KycMissing()
     if submission.status != KycStatus.SUBMITTED:
-        db.session.rollback()
         raise KycAlreadyDecided()
     return submission
 

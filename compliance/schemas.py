@@ -1,10 +1,13 @@
 """Marshmallow schemas for compliance's API: the audit log (tenants' and staff's), fraud
-rules and review cases (KYC adds its own)."""
+rules and review cases, KYC (tenants' and staff's). Staff's endpoints (staff.compliance_api,
+staff.kyc_api) use them too."""
 
 from __future__ import annotations
 
+from flask_smorest.fields import Upload
 from marshmallow import Schema, fields, validate
 
+from compliance import kyc
 from compliance.audit import ActorType, AuditAction
 from compliance.fraud import Outcome, ReviewStatus
 from core.api import MAX_INTEGER, ListQuerySchema, StrictBoolean, UtcDateTime, list_schema
@@ -157,3 +160,86 @@ class RevealedPhoneSchema(Schema):
     case_id = fields.String()
     stk_push_id = fields.String()
     phone = fields.String(metadata={"example": "254708374149"})
+
+
+# --- KYC ----------------------------------------------------------------------------------
+
+
+def _text(max_length: int, **metadata):
+    return fields.String(
+        required=True, validate=validate.Length(min=1, max=max_length), metadata=metadata
+    )
+
+
+class KycSubmissionCreateSchema(Schema):
+    legal_name = _text(200, example="Duka Traders Limited")
+    registration_number = _text(60, example="PVT-AAA1234")
+    kra_pin = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            kyc.KRA_PIN.pattern,
+            error="A KRA PIN is a letter, nine digits and a letter (e.g. P051234567X).",
+        ),
+        metadata={"example": "P051234567X"},
+    )
+    director_name = _text(200, example="Achieng Otieno")
+    director_id_number = _text(40, example="12345678")
+    contact_email = fields.Email(required=True, validate=validate.Length(max=254))
+    contact_phone = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^\+?[0-9]{9,15}$", error="A phone number, e.g. 254712345678."),
+        metadata={"example": "254712345678"},
+    )
+
+
+class KycDocumentSchema(Schema):
+    id = fields.String(metadata={"example": "kycdoc_01jd7ab0c3xyz…"})
+    object = fields.Constant("kyc_document")
+    filename = fields.String()
+    content_type = fields.String()
+    size = fields.Integer()
+    sha256 = fields.String()
+    uploaded = UtcDateTime(attribute="uploaded_at")
+
+
+class KycSubmissionSchema(Schema):
+    id = fields.String(metadata={"example": "kyc_01jd7ab0c3xyz…"})
+    object = fields.Constant("kyc_submission")
+    tenant_id = fields.String()
+    status = fields.String(metadata={"example": "submitted"})
+    rejection_reason = fields.String(
+        allow_none=True, metadata={"description": "Why compliance rejected it, when it did"}
+    )
+    legal_name = fields.String()
+    registration_number = fields.String()
+    kra_pin = fields.String()
+    director_name = fields.String()
+    director_id_number = fields.String()
+    contact_email = fields.String()
+    contact_phone = fields.String()
+    documents = fields.List(fields.Nested(KycDocumentSchema))
+    submitted = UtcDateTime(attribute="submitted_at")
+    reviewed = UtcDateTime(attribute="reviewed_at", allow_none=True)
+
+
+class AdminKycSubmissionSchema(KycSubmissionSchema):
+    reviewed_by = fields.String(allow_none=True)
+
+
+class KycDocumentUploadSchema(Schema):
+    file = Upload(required=True, metadata={"description": "A PDF, PNG or JPEG (up to 1 MB)"})
+
+
+class KycQueueQuerySchema(ListQuerySchema):
+    status = fields.String(validate=validate.OneOf([s.value for s in kyc.KycStatus]))
+
+
+class KycRejectSchema(Schema):
+    reason = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=2000),
+        metadata={"description": "Shown to the tenant"},
+    )
+
+
+AdminKycSubmissionListSchema = list_schema(AdminKycSubmissionSchema, "AdminKycSubmissionList")

@@ -5,6 +5,7 @@ anchors and `lango audit verify`: test_audit_chain.py."""
 from __future__ import annotations
 
 import pytest
+from flask_login import login_user
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
@@ -12,6 +13,8 @@ from billing.models import Subscription
 from billing.subscriptions import apply_pending_plan_change
 from compliance.audit import AuditAction, AuditEntry, record
 from core.extensions import db
+from staff.models import StaffUser
+from tenants.models import Member
 from tests.billing.test_subscription import upgrade
 from tests.conftest import ApiClient
 
@@ -229,11 +232,6 @@ def test_audit_log_pages_and_filters(app, api, tenant):
 def test_a_signed_in_page_user_is_the_actor_when_no_key_acts(app, tenant, staff_factory):
     """A member (dashboard) or staff user (consoles) signed in with flask-login acts as
     themselves: receivers of other domains' signals record without naming an actor."""
-    from flask_login import login_user
-
-    from staff.models import StaffUser
-    from tenants.models import Member
-
     account = staff_factory("admin")
     with app.test_request_context(environ_base={"REMOTE_ADDR": "203.0.113.9"}):
         member = db.session.scalar(select(Member).where(Member.tenant_id == tenant.id))

@@ -10,7 +10,10 @@ import rule_engine
 from sqlalchemy import text
 
 from compliance import fraud
+from core.events import EventType, record_event
 from core.extensions import db
+from core.outbox import dispatch
+from core.unit_of_work import tenant_unit_of_work
 from tests.payments.test_stk_push import push_body, random_phone
 from tests.served import post_pushes_concurrently, quota_counted, wait_for_status
 
@@ -112,6 +115,9 @@ def test_cancellations_feed_the_review_rule(platform, app, api, tenant):
     for _ in range(3):
         push = api.post(STKPUSHES, json=push_body(cancelling)).get_json()
         assert wait_for_status(api, push["id"])["status"] == "cancelled"
+    # The counter is an outbox subscriber of payment.cancelled: hand it the events.
+    with app.app_context():
+        dispatch(tenant.id)
     assert review_cases(app, tenant.id) == []
 
     fourth = api.post(STKPUSHES, json=push_body(cancelling))
@@ -206,3 +212,20 @@ def test_screening_latency(app, tenant):
         db.session.rollback()
     timings.sort()
     print(f"\nscreen(): p50 {timings[250]:.2f} ms, p99 {timings[494]:.2f} ms over 500 calls")
+
+
+def test_a_cancelled_push_event_feeds_the_cancellation_counter_once(app, tenant):
+    phone = random_phone()
+    cancelled = {"id": "stk_cancelled", "phone_number": phone, "livemode": False}
+    with app.app_context():
+        with tenant_unit_of_work(tenant.id):
+            record_event(
+                EventType.PAYMENT_CANCELLED,
+                {"object": {**cancelled, "status": "cancelled"}},
+                livemode=False,
+            )
+        dispatch(tenant.id)
+        dispatch(tenant.id)  # handled once, as recorded in the database
+        redis = app.extensions["lango.redis"]
+        assert redis.zrange(f"fraud:test:phone:{phone}:cancels", 0, -1) == [b"stk_cancelled"]
+        assert redis.zrange(f"fraud:live:phone:{phone}:cancels", 0, -1) == []

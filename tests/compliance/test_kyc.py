@@ -8,7 +8,14 @@ import io
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from compliance import kyc
+from compliance.audit import AuditEntry
+from core.extensions import db
+from core.unit_of_work import unit_of_work
+from tenants.models import Tenant
+from tenants.service import create_api_key
 from tests.compliance.test_staff_auth import error_code, full_login
 from tests.conftest import ApiClient
 
@@ -44,9 +51,7 @@ def compliance(app, staff_factory, clock):
 
 
 def live_client(app, client, tenant) -> ApiClient:
-    from tenants.service import create_api_key
-
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         secret = create_api_key(tenant.id, livemode=True, name="live").secret
     return ApiClient(client, secret)
 
@@ -56,9 +61,6 @@ def push_body() -> dict:
 
 
 def live_enabled(app, tenant_id: str) -> bool:
-    from core.extensions import db
-    from tenants.models import Tenant
-
     with app.app_context():
         value = db.session.get(Tenant, tenant_id).live_enabled
         db.session.remove()
@@ -165,11 +167,6 @@ def test_rejecting_needs_a_reason(api, compliance):
 
 
 def test_every_decision_is_audited(app, api, tenant_factory, client, compliance):
-    from sqlalchemy import select
-
-    from compliance.audit import AuditEntry
-    from core.extensions import db
-
     staff, csrf = compliance
     approved_id = api.post(KYC, json=DETAILS).get_json()["id"]
     other = ApiClient(client, tenant_factory("Other Ltd").secret)
@@ -258,3 +255,26 @@ def test_a_document_of_an_unaccepted_type_is_refused(api):
 
     assert response.status_code == 400
     assert response.get_json()["error"]["param"] == "file"
+
+
+def test_a_document_whose_transaction_rolls_back_leaves_no_file(app, api, tenant, kyc_storage):
+    assert api.post(KYC, json=DETAILS).status_code == 201
+    with app.app_context(), pytest.raises(RuntimeError), unit_of_work():
+        kyc.add_document(
+            tenant.id,
+            filename="id.pdf",
+            content_type="application/pdf",
+            stream=io.BytesIO(b"%PDF-1.4 id"),
+        )
+        assert [p for p in kyc_storage.rglob("*") if p.is_file()]  # stored, not committed
+        raise RuntimeError("the request failed after the upload")
+    assert [p for p in kyc_storage.rglob("*") if p.is_file()] == []
+
+    with app.app_context(), unit_of_work():  # a committed one keeps its file
+        kyc.add_document(
+            tenant.id,
+            filename="id.pdf",
+            content_type="application/pdf",
+            stream=io.BytesIO(b"%PDF-1.4 id"),
+        )
+    assert len([p for p in kyc_storage.rglob("*") if p.is_file()]) == 1

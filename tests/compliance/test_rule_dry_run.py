@@ -12,6 +12,7 @@ from compliance.dry_run import SAMPLE_SIZE, dry_run_rule
 from core.errors import ValidationFailed
 from core.extensions import db
 from core.tenancy import tenant_scope
+from payments.models import PushStatus, StkPush
 
 # 12:00 in Nairobi: the days below are whole EAT days either side of noon.
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -20,8 +21,6 @@ P1, P2, P3 = "254700000001", "254700000002", "254700000003"
 
 def insert_pushes(app, tenant_id: str, *pushes: dict) -> list[str]:
     """Stored pushes as the API would have left them: phone, amount, created_at, status …"""
-    from payments.models import PushStatus, StkPush
-
     ids = []
     with app.app_context(), tenant_scope(tenant_id):
         for push in pushes:
