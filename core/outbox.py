@@ -1,17 +1,18 @@
 """The dispatcher: hands each recorded event to its subscribers, exactly once each.
 
-Woken on commit: when a transaction that recorded events commits, one `dispatch_events` job
-per tenant goes on the `events` queue (core.events keeps the ids on the session). The job
-takes each due handling of those events in its own transaction:
+Woken on commit: when a transaction that recorded events commits, the tenant gets a
+`dispatch_events` job on the `events` queue — at most one waiting at a time (a Redis flag
+coalesces the wake-ups of a busy tenant: one job then takes everything due). The job takes
+the tenant's due events one at a time, each in one transaction:
 
-    lock the handling row (SKIP LOCKED: another dispatcher has it) → run the subscriber →
-    mark it handled → commit
+    lock the event's due handlings (SKIP LOCKED: another dispatcher has them) →
+    run each subscriber in a savepoint → mark it handled, or note its failure → commit
 
-so the subscriber's work and "handled" commit together, or neither does. A subscriber that
-raises is rolled back alone, its handling pushed back with exponential backoff, and the
-others go on. The queue is only a nudge: `sweep_outbox` (periodic) re-enqueues every tenant
-whose handlings are due and were not taken, so a Redis flush, a lost job or a worker killed
-mid-batch delays an event, never loses or repeats it.
+so a subscriber's work and "handled" commit together, or neither does. A subscriber that
+raises is rolled back to its savepoint alone, its handling pushed back with exponential
+backoff, and the others go on. The queue is only a nudge: `sweep_outbox` (periodic)
+re-enqueues every tenant whose handlings are due and were not taken, so a Redis flush, a lost
+job or a worker killed mid-batch delays an event, never loses or repeats it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -46,7 +48,11 @@ SWEEP_INTERVAL_SECONDS = 15
 # Retries of a failing subscriber: 2, 4, 8 … seconds, at most an hour apart, for ever (the
 # lag shows in `lango queues`; a fixed subscriber catches up on its own).
 MAX_BACKOFF_SECONDS = 3600
-BATCH = 200
+# Events one job dispatches before it hands the rest to a fresh job (others' turn).
+BATCH = 500
+# Set while a tenant has a dispatch job waiting; it expires in case that job is lost.
+_WAKE_FLAG = "lango:outbox:wake:{}"
+_WAKE_FLAG_SECONDS = 60
 
 
 def init_app(app: Flask) -> None:
@@ -61,13 +67,8 @@ def init_app(app: Flask) -> None:
 @orm_event.listens_for(Session, "after_commit")
 def _wake_on_commit(session: Session) -> None:
     recorded = session.info.pop(RECORDED_KEY, None)
-    if not recorded:
-        return
-    by_tenant: dict[str, list[str]] = defaultdict(list)
-    for tenant_id, event_id in recorded:
-        by_tenant[tenant_id].append(event_id)
-    for tenant_id, event_ids in by_tenant.items():
-        enqueue_dispatch(tenant_id, event_ids)
+    for tenant_id in dict.fromkeys(tenant_id for tenant_id, _ in recorded or ()):
+        enqueue_dispatch(tenant_id, coalesce=True)
 
 
 @orm_event.listens_for(Session, "after_rollback")
@@ -75,20 +76,21 @@ def _forget_rolled_back(session: Session) -> None:
     session.info.pop(RECORDED_KEY, None)
 
 
-def enqueue_dispatch(
-    tenant_id: str, event_ids: list[str] | None = None, *, delay: float | None = None
-) -> bool:
-    """Nudge the dispatcher for a tenant (these events, or all that are due). Never raises
-    for Redis: the handlings are the record, and the sweeper re-drives them."""
-    queue = Queue(QUEUE_NAME, connection=current_app.extensions["lango.redis"])
-    options = {"job_timeout": 300, "result_ttl": 0, "failure_ttl": 7 * 24 * 3600}
+def enqueue_dispatch(tenant_id: str, *, delay: float | None = None, coalesce: bool = False) -> bool:
+    """Nudge the dispatcher for a tenant. `coalesce`: not when a job is already waiting for
+    it (that job will see this tenant's new events too). Never raises for Redis: the
+    handlings are the record, and the sweeper re-drives them."""
+    connection = current_app.extensions["lango.redis"]
+    flag = _WAKE_FLAG.format(tenant_id)
     try:
+        if coalesce and not connection.set(flag, 1, nx=True, ex=_WAKE_FLAG_SECONDS):
+            return False
+        queue = Queue(QUEUE_NAME, connection=connection)
+        options = {"job_timeout": 300, "result_ttl": 0, "failure_ttl": 7 * 24 * 3600}
         if delay:
-            queue.enqueue_in(
-                timedelta(seconds=delay), DISPATCH_JOB, tenant_id, event_ids, **options
-            )
+            queue.enqueue_in(timedelta(seconds=delay), DISPATCH_JOB, tenant_id, **options)
         else:
-            queue.enqueue(DISPATCH_JOB, tenant_id, event_ids, **options)
+            queue.enqueue(DISPATCH_JOB, tenant_id, **options)
     except redis.RedisError as error:
         logger.warning(
             "could not wake the dispatcher; the sweeper will",
@@ -102,93 +104,88 @@ def enqueue_dispatch(
 
 
 @app_job
-def dispatch_events(tenant_id: str, event_ids: list[str] | None = None) -> int:
-    """Hand these events (or every due one) of the tenant to their subscribers; returns how
-    many handlings this run completed."""
-    return dispatch(tenant_id, event_ids)
+def dispatch_events(tenant_id: str) -> int:
+    """Hand every due event of the tenant to its subscribers; returns how many handlings
+    this run completed."""
+    # Taken down first: an event committed from now on wakes a job of its own.
+    with suppress(redis.RedisError):  # else the flag lapses on its own
+        current_app.extensions["lango.redis"].delete(_WAKE_FLAG.format(tenant_id))
+    return dispatch(tenant_id)
 
 
-def dispatch(tenant_id: str, event_ids: list[str] | None = None, now=None) -> int:
-    """Each due handling in its own transaction; a failing subscriber never stops the rest."""
-    with tenant_unit_of_work(tenant_id):
-        due = db.session.execute(_due(event_ids, now or datetime.now(UTC)).limit(BATCH)).all()
+def dispatch(tenant_id: str, now: datetime | None = None) -> int:
+    """The tenant's due events, oldest due first, each in its own transaction; a failing
+    subscriber never stops the rest. `now` is for tests."""
     handled = 0
-    for event_id, name in due:
-        handled += _handle(tenant_id, event_id, name)
-    if len(due) == BATCH:
-        enqueue_dispatch(tenant_id)
+    retry_in: float | None = None
+    with tenant_scope(tenant_id):
+        for _ in range(BATCH):
+            with unit_of_work():
+                due = _lock_next_event(now or datetime.now(UTC))
+                if not due:
+                    break
+                event = db.session.get(Event, due[0].event_id)
+                for handling in due:
+                    delay = _hand_over(event, handling)
+                    if delay is None:
+                        handled += 1
+                    else:
+                        retry_in = delay if retry_in is None else min(retry_in, delay)
+        else:
+            enqueue_dispatch(tenant_id)  # more are due: a fresh job, after the others' turn
+    if retry_in is not None:
+        enqueue_dispatch(tenant_id, delay=retry_in)
     return handled
 
 
-def _due(event_ids: list[str] | None, now: datetime):
-    statement = (
-        select(EventHandling.event_id, EventHandling.subscriber)
+def _lock_next_event(now: datetime) -> list[EventHandling]:
+    """The due handlings of the event due first that no other dispatcher holds, locked."""
+    first = db.session.scalar(
+        select(EventHandling.event_id)
         .where(EventHandling.handled_at.is_(None), EventHandling.next_attempt_at <= now)
         .order_by(EventHandling.next_attempt_at, EventHandling.event_id)
-    )
-    if event_ids is not None:
-        statement = statement.where(EventHandling.event_id.in_(event_ids))
-    return statement
-
-
-def _handle(tenant_id: str, event_id: str, name: str) -> int:
-    subscriber = subscribers().get(name)
-    with tenant_scope(tenant_id):
-        try:
-            with unit_of_work():
-                handling = db.session.scalars(
-                    select(EventHandling)
-                    .where(
-                        EventHandling.event_id == event_id,
-                        EventHandling.subscriber == name,
-                        EventHandling.handled_at.is_(None),
-                    )
-                    .with_for_update(skip_locked=True)
-                ).one_or_none()
-                if handling is None:  # handled meanwhile, or another dispatcher holds it
-                    return 0
-                if subscriber is None:
-                    raise LookupError(f"no subscriber {name!r} is registered")
-                subscriber.handler(db.session.get(Event, event_id))
-                handling.attempts += 1
-                handling.handled_at = datetime.now(UTC)
-                handling.last_error = None
-            return 1
-        except Exception as error:
-            logger.warning(
-                "subscriber failed; will retry",
-                exc_info=True,
-                extra={"tenant_id": tenant_id, "event_id": event_id, "subscriber": name},
-            )
-            delay = _postpone(event_id, name, error)
-    if delay is not None:
-        enqueue_dispatch(tenant_id, [event_id], delay=delay)
-    return 0
-
-
-def _postpone(event_id: str, name: str, error: Exception) -> float | None:
-    """Record the failure (the subscriber's own work was rolled back) and when to retry."""
-    with unit_of_work():
-        return _postpone_locked(event_id, name, error)
-
-
-def _postpone_locked(event_id: str, name: str, error: Exception) -> float | None:
-    handling = db.session.scalars(
-        select(EventHandling)
-        .where(
-            EventHandling.event_id == event_id,
-            EventHandling.subscriber == name,
-            EventHandling.handled_at.is_(None),
-        )
+        .limit(1)
         .with_for_update(skip_locked=True)
-    ).one_or_none()
-    if handling is None:
-        return None
+    )
+    if first is None:
+        return []
+    return list(
+        db.session.scalars(
+            select(EventHandling)
+            .where(
+                EventHandling.event_id == first,
+                EventHandling.handled_at.is_(None),
+                EventHandling.next_attempt_at <= now,
+            )
+            .order_by(EventHandling.subscriber)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def _hand_over(event: Event, handling: EventHandling) -> float | None:
+    """Run one subscriber in a savepoint and record the outcome on its handling; returns
+    None when handled, else the seconds until it is retried."""
     handling.attempts += 1
-    delay = min(2.0**handling.attempts, MAX_BACKOFF_SECONDS) * random.uniform(0.8, 1.2)
-    handling.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
-    handling.last_error = f"{type(error).__name__}: {error}"[:500]
-    return delay
+    try:
+        subscriber = subscribers().get(handling.subscriber)
+        if subscriber is None:
+            raise LookupError(f"no subscriber {handling.subscriber!r} is registered")
+        with db.session.begin_nested():
+            subscriber.handler(event)
+    except Exception as error:
+        logger.warning(
+            "subscriber failed; will retry",
+            exc_info=True,
+            extra={"event_id": event.id, "subscriber": handling.subscriber},
+        )
+        delay = min(2.0**handling.attempts, MAX_BACKOFF_SECONDS) * random.uniform(0.8, 1.2)
+        handling.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
+        handling.last_error = f"{type(error).__name__}: {error}"[:500]
+        return delay
+    handling.handled_at = datetime.now(UTC)
+    handling.last_error = None
+    return None
 
 
 # --- the safety net -----------------------------------------------------------------------

@@ -104,6 +104,21 @@ def test_a_commit_wakes_the_dispatcher_and_each_subscriber_runs_once(probe_app, 
     assert all(h.handled_at is not None for h in handlings(probe_app, probed_tenant.id).values())
 
 
+def test_a_busy_tenant_has_one_dispatch_job_waiting_which_takes_all_its_events(
+    probe_app, probed_tenant
+):
+    ids = [record(probe_app, probed_tenant.id, 1)[0] for _ in range(5)]  # five commits
+    assert Queue(QUEUE_NAME, connection=probe_app.extensions["lango.redis"]).count == 1
+
+    run_events_queue(probe_app)
+    assert effects(probe_app, probed_tenant.id) == Counter(
+        {(event_id, name): 1 for event_id in ids for name in ("probe.counter", "probe.flaky")}
+    )
+    # The job took its flag down first: the next commit wakes a job of its own.
+    record(probe_app, probed_tenant.id, 1)
+    assert Queue(QUEUE_NAME, connection=probe_app.extensions["lango.redis"]).count == 1
+
+
 def test_a_rolled_back_event_is_owed_to_nobody(probe_app, probed_tenant):
     with probe_app.app_context():
         with pytest.raises(RuntimeError), tenant_unit_of_work(probed_tenant.id):
