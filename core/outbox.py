@@ -113,7 +113,7 @@ def dispatch_events(tenant_id: str) -> int:
     return dispatch(tenant_id)
 
 
-def dispatch(tenant_id: str, now: datetime | None = None) -> int:
+def dispatch(tenant_id: str, *, now: datetime | None = None) -> int:
     """The tenant's due events, oldest due first, each in its own transaction; a failing
     subscriber never stops the rest. `now` is for tests."""
     handled = 0

@@ -156,7 +156,7 @@ def record(tenant_id: str, type_="payment.succeeded", *, livemode=False, n=1) ->
     its woken job would do it), so their deliveries exist when this returns."""
     with tenant_unit_of_work(tenant_id):
         ids = [record_event(type_, {"object": {"n": i}}, livemode=livemode).id for i in range(n)]
-    dispatch(tenant_id, ids)
+    dispatch(tenant_id)
     return ids
 
 

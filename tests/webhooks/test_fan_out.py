@@ -19,7 +19,7 @@ def test_an_event_fans_out_once_however_often_it_is_dispatched(app, app_context,
     second, _ = make_endpoint(tenant.id, UNUSED)
     (event_id,) = record(tenant.id)  # dispatched once already
 
-    assert dispatch(tenant.id, [event_id]) == 0
+    assert dispatch(tenant.id) == 0
     assert dispatch(tenant.id) == 0
 
     made = deliveries(tenant.id)
