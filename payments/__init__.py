@@ -5,26 +5,23 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register what payments brings: its API and callbacks, reconciliation of pushes,
-    `lango sandbox`, and the ports lower packages collect through (billing's invoice
-    collector)."""
+    `lango sandbox`, and what lower packages read through their ports: billing's invoice
+    collector, compliance's push facts."""
     # Imported when the app is built, not with the package: the sandbox (`payments.sandbox`,
     # its own process) imports this package and must load none of Lango's web code.
-    from billing.invoices import settle_invoice_payment
     from billing.ports import provide_invoice_collector
-    from compliance.fraud import count_cancellation
+    from compliance.ports import provide_pushes
     from core.extensions import api
     from core.jobs import register_periodic
-    from payments import invoice_collection, jobs
+    from payments import invoice_collection, jobs, push_facts
     from payments.api import callbacks, mpesa_credentials, stk_pushes
     from payments.cli import sandbox
-    from payments.service import push_finished
 
     for blueprint in (stk_pushes, mpesa_credentials, callbacks):
         api.register_blueprint(blueprint)
-    push_finished.connect(settle_invoice_payment)
-    push_finished.connect(count_cancellation)  # feeds fraud velocity counters
     app.cli.add_command(sandbox)
     provide_invoice_collector(app, invoice_collection)
+    provide_pushes(app, push_facts.reader)
     settings = app.extensions["lango.settings"]
     register_periodic(
         app,

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from blinker import Namespace
 from flask import current_app
 from marshmallow import ValidationError
 from sqlalchemy import event as orm_event
@@ -59,10 +58,6 @@ EAT = ZoneInfo("Africa/Nairobi")
 # Daraja ResultCodes that are not a plain failure.
 _CANCELLED_CODES = {"1031", "1032"}
 _EXPIRED_CODES = {"1019"}
-# Sent inside the transaction that makes a push final (after its event is recorded), with
-# the tenant id: other domains react without payments importing them (billing marks an
-# invoice paid when the push collecting it succeeds).
-push_finished = Namespace().signal("push-finished")
 # The result code of a push Lango expired without an answer from M-Pesa (M-Pesa's own
 # codes are numbers or upper-case codes, never this).
 EXPIRED_BY_LANGO = "expired"
@@ -557,8 +552,8 @@ def _finish(
     push.transaction_date = transaction_date
     push.updated_at = now
     push.resolved_at = now
+    # Other domains react to the event later, each in its own transaction (the outbox).
     record_push_finished(push)
-    push_finished.send(push, tenant_id=require_tenant().tenant_id)
 
 
 # --- reconciliation --------------------------------------------------------------------
