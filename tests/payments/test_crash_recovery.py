@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from payments.jobs import reconcile_pending_pushes
-from tests.conftest import free_port
+from tests.conftest import SANDBOX_PORT, free_port
 from tests.payments.test_stk_push import push_body
 from tests.served import start_gunicorn, wait_for_status
 
@@ -18,8 +18,6 @@ from tests.served import start_gunicorn, wait_for_status
 def test_push_survives_the_web_process_dying_before_its_callback(
     platform, app, api, tenant, database_url, redis_url
 ):
-    from tests.conftest import SANDBOX_PORT
-
     port = free_port()
     sandbox_url = f"http://127.0.0.1:{SANDBOX_PORT}"
     web = start_gunicorn(port, database_url, redis_url, sandbox_url)

@@ -6,6 +6,7 @@ from sqlalchemy import text
 from core.extensions import db
 from core.unit_of_work import unit_of_work
 from payments.credentials import live_credentials, rotate_encryption
+from tenants.service import get_tenant
 from tests.conftest import TEST_ENCRYPTION_KEY
 
 CREDENTIALS = {
@@ -46,8 +47,6 @@ def test_no_credentials_is_404(api):
 
 
 def test_once_live_only_a_live_key_may_change_them(app, api, tenant):
-    from tenants.service import get_tenant
-
     assert api.put("/v1/mpesa-credentials", json=CREDENTIALS).status_code == 200
     with app.app_context():
         get_tenant(tenant.id).live_enabled = True

@@ -5,6 +5,7 @@ import threading
 from click.testing import CliRunner
 from rq import Queue, SimpleWorker
 
+from core.cli import main
 from payments.jobs import reconcile_pending_pushes
 from tests.payments.test_stk_push import STKPUSHES, push_body
 
@@ -26,8 +27,6 @@ def test_worker_runs_reconciliation_and_resolves_a_lost_callback(platform, app, 
 
 def test_scheduler_registers_reconciliation(app, monkeypatch):
     from rq.cron import CronScheduler
-
-    from core.cli import main
 
     registered = []
     monkeypatch.setattr(CronScheduler, "start", lambda self: registered.extend(self.get_jobs()))

@@ -18,7 +18,7 @@ from payments.jobs import reconcile_pending_pushes, reconcile_tenant
 from payments.models import MpesaCallback, StkPush
 from tenants.service import create_api_key, get_tenant
 from tests.conftest import ApiClient
-from tests.served import LATE_CALLBACK, wait_for_status
+from tests.served import LATE_CALLBACK, quota_counted, wait_for_status
 
 STKPUSHES = "/v1/stk-pushes"
 PROCESS_REQUEST = "/mpesa/stkpush/v1/processrequest"
@@ -557,8 +557,6 @@ def expire_unacknowledged(app, tenant_id, push_id) -> service.ReconcileReport:
 def test_a_success_after_lango_expired_the_push_makes_it_succeed_late(
     platform, app, client, api, tenant, callback_token
 ):
-    from tests.served import quota_counted
-
     push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
     token = callback_token["value"]
     assert expire_unacknowledged(app, tenant.id, push["id"]).expired == 1
@@ -699,8 +697,6 @@ def test_a_failure_reported_for_an_expired_push_is_recorded_and_ends_the_follow_
 def test_a_push_daraja_never_acknowledged_is_released_once_when_it_expires(
     platform, app, api, tenant
 ):
-    from tests.served import quota_counted
-
     push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
     with app.app_context(), tenant_scope(tenant.id):
         db.session.execute(
@@ -732,8 +728,6 @@ def test_a_push_daraja_never_acknowledged_is_released_once_when_it_expires(
 def test_a_late_failure_for_a_released_push_bills_it_but_leaves_it_expired(
     platform, app, client, api, tenant, callback_token
 ):
-    from tests.served import quota_counted
-
     push = api.post(STKPUSHES, json=push_body("254700000099")).get_json()
     expire_unacknowledged(app, tenant.id, push["id"])
     assert quota_counted(app, tenant.id) == (0, 0, 1)
@@ -745,8 +739,6 @@ def test_a_late_failure_for_a_released_push_bills_it_but_leaves_it_expired(
 
 
 def test_a_push_daraja_acknowledged_stays_billed_when_it_expires(platform, app, api, tenant):
-    from tests.served import quota_counted
-
     push_id = api.post(STKPUSHES, json=push_body("254700000099")).get_json()["id"]
     # Daraja acknowledged it, and its query now fails: no outcome before the deadline.
     assert expire_with_checkout_id(app, tenant.id, push_id, "ws_CO_unknown").expired == 1
