@@ -31,7 +31,7 @@ def init_app(app: Flask) -> None:
     subscribe(
         app,
         "compliance.cancellation_counter",
-        fraud.count_cancelled_push,
+        fraud.count_cancellation,
         types={EventType.PAYMENT_CANCELLED},
     )
     app.cli.add_command(audit_command)

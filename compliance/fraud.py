@@ -273,22 +273,7 @@ def open_review_case(tenant_id: str, stk_push_id: str, rule_id: str) -> FraudRev
     return case
 
 
-def count_cancellation(push, tenant_id: str, **_) -> None:
-    """Transitional: payments.init_app still connects this to `push_finished`; it goes once
-    payments drops that connect (count_cancelled_push, the outbox subscriber, replaces it).
-    Counting twice is harmless: the counter is idempotent per push."""
-    if push.status != "cancelled":
-        return
-    velocity.record_cancellation(
-        current_app.extensions["lango.redis"],
-        push_id=push.id,
-        phone=push.phone_number,
-        livemode=push.livemode,
-        now=datetime.now(UTC),
-    )
-
-
-def count_cancelled_push(event: Event) -> None:
+def count_cancellation(event: Event) -> None:
     """Outbox subscriber of `payment.cancelled`: a push the customer cancelled feeds the
     `phone_cancellations_1h` counter, as of when the event was recorded (idempotent per
     push, so a retried handling counts it once)."""
