@@ -171,12 +171,6 @@ def settle_mpesa_payment(event: Event) -> None:
     )
 
 
-def settle_invoice_payment(*_signal_args, **_signal_data) -> None:
-    """Transitional: payments.init_app still connects this to its `push_finished` signal.
-    It does nothing: settle_mpesa_payment, the outbox subscriber, settles now. Delete it when
-    payments drops that connect."""
-
-
 def mark_invoice_paid(
     invoice_id: str,
     *,
