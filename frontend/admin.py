@@ -28,6 +28,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from compliance.audit import AuditAction
 from core.errors import Conflict, LangoError, ValidationFailed
+from core.extensions import db
 from frontend.auth import page_blueprint, staff_area
 from staff import plans as plan_admin
 from staff import queues as queue_health
@@ -158,7 +159,8 @@ def tenant_suspend(tenant_id: str):
         return _tenant_page(tenant_id, form, status=400)
     reason = form.reason.data.strip()
     try:
-        view = tenant_admin.suspend_tenant(tenant_id, reason=reason, staff_id=g.staff.id)
+        with db.session.begin_nested():
+            view = tenant_admin.suspend_tenant(tenant_id, reason=reason, staff_id=g.staff.id)
     except (Conflict, ValidationFailed) as error:  # an unknown tenant is the 404 page
         flash(error.message, "error")
         return _tenant_page(tenant_id, form, status=error.status)
@@ -172,7 +174,8 @@ def tenant_suspend(tenant_id: str):
 @bp.post("/tenants/<tenant_id>/reinstate")
 def tenant_reinstate(tenant_id: str):
     try:
-        view = tenant_admin.reinstate_tenant(tenant_id, staff_id=g.staff.id)
+        with db.session.begin_nested():
+            view = tenant_admin.reinstate_tenant(tenant_id, staff_id=g.staff.id)
     except Conflict as error:  # not suspended; an unknown tenant is the 404 page
         flash(error.message, "error")
         return _tenant_page(tenant_id, SuspendForm(), status=error.status)
@@ -203,7 +206,8 @@ def plans_new():
         fields = _plan_fields(form, AdminPlanCreateSchema(), with_code=True)
         if fields is not None:
             try:
-                plan = plan_admin.create_plan(g.staff, fields)
+                with db.session.begin_nested():
+                    plan = plan_admin.create_plan(g.staff, fields)
             except LangoError as error:
                 _form_error(form, error)
             else:
@@ -221,7 +225,8 @@ def plans_edit(code: str):
         fields = _plan_fields(form, AdminPlanUpdateSchema(), with_code=False)
         if fields is not None:
             try:
-                plan = plan_admin.update_plan(g.staff, code, fields)
+                with db.session.begin_nested():
+                    plan = plan_admin.update_plan(g.staff, code, fields)
             except LangoError as error:
                 _form_error(form, error)
             else:
@@ -234,7 +239,8 @@ def plans_edit(code: str):
 @bp.post("/plans/<code>/retire")
 def plans_retire(code: str):
     try:
-        plan = plan_admin.retire_plan(g.staff, code)
+        with db.session.begin_nested():
+            plan = plan_admin.retire_plan(g.staff, code)
     except Conflict as error:  # already retired; an unknown code is the 404 page
         flash(error.message, "error")
     else:
@@ -296,13 +302,14 @@ def staff_new():
     form = StaffForm()
     if form.validate_on_submit():
         try:
-            provisioned = staff_service.create_staff(
-                form.email.data,
-                form.name.data.strip(),
-                form.password.data,
-                form.roles.data,
-                created_by=g.staff,
-            )
+            with db.session.begin_nested():
+                provisioned = staff_service.create_staff(
+                    form.email.data,
+                    form.name.data.strip(),
+                    form.password.data,
+                    form.roles.data,
+                    created_by=g.staff,
+                )
         except staff_service.StaffExists as error:
             form.email.errors = [*form.email.errors, error.message]
         except LangoError as error:

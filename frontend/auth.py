@@ -19,8 +19,11 @@ from flask_wtf.csrf import CSRFProtect
 
 from core.api import NUL_MESSAGE, field_with_nul, validation_error
 from core.tenancy import enter_tenant
+from core.unit_of_work import Checkpoint, checkpoint
+from staff import service as staff_service
 from staff.models import StaffRole, StaffUser
 from tenants.models import Member, MemberRole
+from tenants.service import get_tenant
 
 csrf = CSRFProtect()
 FRONTEND_ROOT = str(Path(__file__).resolve().parent)
@@ -76,8 +79,6 @@ def member_area(blueprint: Blueprint) -> None:
 
     @blueprint.before_request
     def require_member():
-        from tenants.service import get_tenant
-
         user = current_user._get_current_object()
         if isinstance(user, StaffUser):
             abort(403, "Staff accounts do not sign in to tenant dashboards.")
@@ -87,12 +88,11 @@ def member_area(blueprint: Blueprint) -> None:
         g.tenant = get_tenant(user.tenant_id)
         g.livemode = bool(session.get("livemode", False))
         # The session reads above ran on the platform schema; end that transaction before
-        # the tenant binding starts the next one. (Read the id first: after the commit the
-        # expired member would reload it in a new, unbound transaction.)
-        from core.extensions import db
-
+        # the tenant binding starts the next one, as for an API key. (Read the id first:
+        # after the checkpoint the expired member would reload it in a new, unbound
+        # transaction.)
         tenant_id = user.tenant_id
-        db.session.commit()
+        checkpoint(Checkpoint.CALLER_RESOLVED)
         g.tenant_token = enter_tenant(tenant_id)
 
 
@@ -128,14 +128,12 @@ def staff_area(blueprint: Blueprint, role: StaffRole) -> None:
 
     @blueprint.before_request
     def require_staff():
-        from staff import service
-
         user = current_user._get_current_object()
         if isinstance(user, Member):
             abort(403, "Tenant members cannot open the staff consoles.")
         if not isinstance(user, StaffUser):
             return redirect(url_for("staff_pages.login", next=_local_path(request.full_path)))
-        now = service.clock()
+        now = staff_service.clock()
         if now - session.get("staff_seen", 0) > STAFF_IDLE_SECONDS:
             logout_user()
             session.clear()

@@ -30,7 +30,7 @@ from wtforms.validators import DataRequired, EqualTo, Length, Optional
 from billing import stripe_gateway
 from billing.subscriptions import list_plans
 from core.errors import LangoError
-from core.extensions import limiter
+from core.extensions import db, limiter
 from core.ratelimit import client_ip
 from frontend.auth import page_blueprint, safe_next
 from frontend.formatting import kes
@@ -138,13 +138,14 @@ def signup():
     if form.validate_on_submit() and _passes_api_rules(form) and _has_payment(form, plans, card):
         paying_by_card = card and form.pay_with.data != PAY_BY_MPESA
         try:
-            result = sign_up(
-                form.business_name.data,
-                form.email.data,
-                form.password.data,
-                form.plan.data,
-                (form.payment_method.data or None) if paying_by_card else None,
-            )
+            with db.session.begin_nested():
+                result = sign_up(
+                    form.business_name.data,
+                    form.email.data,
+                    form.password.data,
+                    form.plan.data,
+                    (form.payment_method.data or None) if paying_by_card else None,
+                )
         except LangoError as error:
             field_error(form, error)
             return _signup_page(form, plans, card, error.status)
@@ -177,9 +178,10 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         try:
-            member = members.authenticate_member(
-                form.email.data, form.password.data, client_address=client_ip()
-            )
+            with db.session.begin_nested():
+                member = members.authenticate_member(
+                    form.email.data, form.password.data, client_address=client_ip()
+                )
         except LangoError as error:
             flash(error.message, "error")
             return render_template("site/login.html", form=form), error.status, error.headers
@@ -216,9 +218,10 @@ def login_totp():
     form = CodeForm()
     if form.validate_on_submit():
         try:
-            member = members.verify_member_totp(
-                pending["id"], form.code.data, client_address=client_ip()
-            )
+            with db.session.begin_nested():
+                member = members.verify_member_totp(
+                    pending["id"], form.code.data, client_address=client_ip()
+                )
         except LangoError as error:
             flash(error.message, "error")
             return render_template("site/totp.html", form=form), error.status, error.headers
@@ -252,7 +255,8 @@ def invite(token: str):
     status = 200
     if form.validate_on_submit():
         try:
-            member = members.accept_invite(token, form.password.data)
+            with db.session.begin_nested():
+                member = members.accept_invite(token, form.password.data)
         except members.InviteInvalid:
             raise
         except LangoError as error:

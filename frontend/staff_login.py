@@ -58,6 +58,8 @@ def home():
 def login():
     form = StaffPasswordForm()
     if form.validate_on_submit():
+        # No savepoint: a failed attempt writes only its audit entry, which the service
+        # commits itself (a checkpoint) so that it stands.
         try:
             staff = service.check_password(
                 form.email.data, form.password.data, client_address=client_ip()
@@ -86,7 +88,7 @@ def second_factor():
         if not (form.code.data or form.recovery_code.data):
             form.code.errors.append("Enter the 6-digit code from your authenticator app.")
             return render_template("staff/totp.html", form=form), 400
-        try:
+        try:  # no savepoint, as for the password
             staff = service.verify_second_factor(
                 pending["id"],
                 code=form.code.data or None,

@@ -12,6 +12,7 @@ from wtforms.validators import AnyOf, DataRequired, Length
 from compliance import console
 from compliance.fraud import ReviewStatus
 from core.errors import LangoError, NotFound
+from core.extensions import db
 from frontend.compliance import ALL, PAGE_SIZE, bp, cursor_args, enum_choices, show_error
 
 
@@ -102,7 +103,8 @@ def fraud_cases_assign(case_id: str):
     if not form.validate():
         return _case_page(case_id, 400, assign=form)
     try:
-        case = console.assign_case(g.staff, case_id, form.staff_id.data)
+        with db.session.begin_nested():
+            case = console.assign_case(g.staff, case_id, form.staff_id.data)
     except NotFound:
         raise
     except LangoError as error:
@@ -119,7 +121,8 @@ def fraud_cases_note(case_id: str):
     if not form.validate():
         return _case_page(case_id, 400, note=form)
     try:
-        console.add_case_note(g.staff, case_id, form.note.data)
+        with db.session.begin_nested():
+            console.add_case_note(g.staff, case_id, form.note.data)
     except NotFound:
         raise
     except LangoError as error:
@@ -132,7 +135,8 @@ def fraud_cases_note(case_id: str):
 @bp.post("/fraud/cases/<case_id>/reveal")
 def fraud_cases_reveal(case_id: str):
     try:
-        revealed = console.reveal_phone(g.staff, case_id)
+        with db.session.begin_nested():
+            revealed = console.reveal_phone(g.staff, case_id)
     except NotFound:
         raise
     except LangoError as error:
@@ -150,14 +154,15 @@ def fraud_cases_resolve(case_id: str):
         flash("Choose legitimate or fraudulent.", "error")
         return _case_page(case_id, 400, **{which: form})
     try:
-        case = console.resolve_case(
-            g.staff,
-            case_id,
-            resolution=form.resolution.data,
-            note=(form.note.data or "").strip(),
-            block_phone=form.block_phone.data,
-            suspend_tenant=form.suspend_tenant.data,
-        )
+        with db.session.begin_nested():
+            case = console.resolve_case(
+                g.staff,
+                case_id,
+                resolution=form.resolution.data,
+                note=(form.note.data or "").strip(),
+                block_phone=form.block_phone.data,
+                suspend_tenant=form.suspend_tenant.data,
+            )
     except NotFound:
         raise
     except LangoError as error:

@@ -11,6 +11,7 @@ from wtforms.validators import AnyOf, DataRequired, InputRequired, Length, Numbe
 from compliance import console, dry_run
 from compliance.fraud import Outcome
 from core.errors import LangoError, NotFound
+from core.extensions import db
 from frontend.compliance import bp, enum_choices, show_error
 
 
@@ -76,13 +77,14 @@ def fraud_rules_new():
     if not form.validate():
         return _rule_form_page(form, status=400)
     try:
-        rule = console.create_rule(
-            g.staff,
-            expression=form.expression.data.strip(),
-            outcome=form.outcome.data,
-            description=(form.description.data or "").strip(),
-            position=form.position.data,
-        )
+        with db.session.begin_nested():
+            rule = console.create_rule(
+                g.staff,
+                expression=form.expression.data.strip(),
+                outcome=form.outcome.data,
+                description=(form.description.data or "").strip(),
+                position=form.position.data,
+            )
     except LangoError as error:
         show_error(form, error)
         return _rule_form_page(form, status=error.status)
@@ -112,7 +114,8 @@ def fraud_rules_edit(rule_id: str):
         flash("Nothing changed.", "info")
         return redirect(url_for("compliance.fraud_rules"))
     try:
-        console.update_rule(g.staff, rule_id, changes)
+        with db.session.begin_nested():
+            console.update_rule(g.staff, rule_id, changes)
     except NotFound:
         raise
     except LangoError as error:

@@ -11,6 +11,7 @@ from wtforms.validators import DataRequired, Length
 
 from compliance import console, kyc
 from core.errors import LangoError, NotFound
+from core.extensions import db
 from frontend.compliance import ALL, PAGE_SIZE, bp, cursor_args, enum_choices
 
 
@@ -75,7 +76,8 @@ def kyc_document(submission_id: str, document_id: str):
 @bp.post("/kyc/<submission_id>/approve")
 def kyc_approve(submission_id: str):
     try:
-        kyc.approve_submission(submission_id, staff_id=g.staff.id, staff_label=g.staff.email)
+        with db.session.begin_nested():
+            kyc.approve_submission(submission_id, staff_id=g.staff.id, staff_label=g.staff.email)
     except NotFound:
         raise
     except LangoError as error:
@@ -91,12 +93,13 @@ def kyc_reject(submission_id: str):
     if not form.validate():
         return _kyc_page(submission_id, 400, reject=form)
     try:
-        kyc.reject_submission(
-            submission_id,
-            reason=form.reason.data.strip(),
-            staff_id=g.staff.id,
-            staff_label=g.staff.email,
-        )
+        with db.session.begin_nested():
+            kyc.reject_submission(
+                submission_id,
+                reason=form.reason.data.strip(),
+                staff_id=g.staff.id,
+                staff_label=g.staff.email,
+            )
     except NotFound:
         raise
     except LangoError as error:

@@ -12,6 +12,7 @@ from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from core.errors import LangoError
+from core.extensions import db
 from core.ratelimit import client_ip
 from frontend.dashboard import bp
 from frontend.site import field_error
@@ -65,12 +66,13 @@ def account_password():
     if not form.validate_on_submit():
         return _render(password_form=form, status=400)
     try:
-        member = members.change_password(
-            g.member.id,
-            form.current_password.data,
-            form.new_password.data,
-            client_address=client_ip(),
-        )
+        with db.session.begin_nested():
+            member = members.change_password(
+                g.member.id,
+                form.current_password.data,
+                form.new_password.data,
+                client_address=client_ip(),
+            )
     except LangoError as error:
         field_error(form, error)
         return _render(password_form=form, status=error.status)
@@ -90,7 +92,8 @@ def account_totp():
     status = 200
     if form.validate_on_submit():
         try:
-            members.confirm_totp(g.member.id, form.secret.data, form.code.data)
+            with db.session.begin_nested():
+                members.confirm_totp(g.member.id, form.secret.data, form.code.data)
         except LangoError as error:
             field_error(form, error)
             status = error.status
@@ -123,7 +126,8 @@ def account_totp_disable():
     if not form.validate_on_submit():
         return _render(disable_form=form, status=400)
     try:
-        members.disable_totp(g.member.id, form.password.data, client_address=client_ip())
+        with db.session.begin_nested():
+            members.disable_totp(g.member.id, form.password.data, client_address=client_ip())
     except LangoError as error:
         field_error(form, error)
         return _render(disable_form=form, status=error.status)

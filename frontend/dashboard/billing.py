@@ -25,12 +25,14 @@ from billing import usage as usage_service
 from billing.dunning import SUSPENSION_REASON
 from billing.models import InvoiceStatus
 from core.errors import LangoError
-from core.extensions import db
 from core.phone import normalize_phone
 from core.streams import capped_event_stream
+from core.unit_of_work import unit_of_work
 from frontend.auth import is_owner, require_role
 from frontend.dashboard import bp
 from frontend.dashboard.payments import STREAMS_PER_MEMBER
+from frontend.errors import roll_back_request
+from frontend.formatting import eat_date
 from tenants.models import MemberRole
 
 INVOICES_PER_PAGE = 12
@@ -84,7 +86,10 @@ def billing_plan():
             g.tenant.id, actor_key_id=None, plan=form.plan.data
         )
     except LangoError as error:
-        db.session.rollback()
+        # Checking for a pending upgrade payment reads the billing tenant's schema, which
+        # ends the transaction, so no savepoint can hold this call; and a Stripe refusal may
+        # come after an awaited upgrade's invoice was voided.
+        roll_back_request()
         if error.param == "plan":
             form.plan.errors = [*form.plan.errors, error.message]
         else:
@@ -113,7 +118,7 @@ def _plan_change_message(after, previous_plan: str, previous_pending: str | None
         pending = subscription_service.get_plan(after.pending_plan_code, active_only=False)
         return (
             f"The {pending.name} plan starts when this period ends, on "
-            f"{_eat_date(after.current_period_end)}. Until then you keep {after.plan.name}."
+            f"{eat_date(after.current_period_end)}. Until then you keep {after.plan.name}."
         )
     if previous_pending:
         return f"Plan change cancelled: you stay on the {after.plan.name} plan."
@@ -181,10 +186,11 @@ def billing_invoice_pay(invoice_id: str):
     if not form.validate():
         return _invoice_page(invoice_id, form, 400)
     phone = normalize_phone(form.phone_number.data)
+    # No savepoint: paying switches to the billing tenant's schema between transactions, and
+    # pay_invoice writes nothing of the payer's before it raises.
     try:
         invoice_service.pay_invoice(g.tenant.id, invoice_id, phone)
     except LangoError as error:
-        db.session.rollback()
         flash(error.message, "error")
         return _invoice_page(invoice_id, form, error.status)
     flash(
@@ -203,12 +209,14 @@ def billing_invoice_payment(invoice_id: str):
     invoice_service.get_invoice(tenant_id, invoice_id)  # 404 before the stream starts
 
     def events():
+        # The stream runs after the request's unit ended: each poll is a unit of its own, so
+        # no transaction stays open while it sleeps.
         for _ in range(STREAM_MAX_POLLS):
-            state = _payment_state(tenant_id, invoice_id)
+            with unit_of_work():
+                state = _payment_state(tenant_id, invoice_id)
             yield f"data: {json.dumps(state)}\n\n"
             if state["final"]:
                 return
-            db.session.rollback()
             time.sleep(STREAM_POLL_SECONDS)
 
     # Shares the member's stream slots with the payments pages: each holds a web thread.
@@ -247,9 +255,3 @@ def _payment_state(tenant_id: str, invoice_id: str) -> dict:
 
 def _suspended_for_billing() -> bool:
     return g.tenant.status == "suspended" and g.tenant.suspended_reason == SUSPENSION_REASON
-
-
-def _eat_date(moment) -> str:
-    from frontend.formatting import eat_date
-
-    return eat_date(moment)

@@ -139,6 +139,8 @@ def send_test_push():
         description=form.description.data.strip(),
         metadata={"source": "dashboard_test_console", "member_id": member.id},
     )
+    # No savepoint: a push commits before Daraja is called (a checkpoint), and initiate_push
+    # leaves nothing partial when it raises (a refused push stays, failed, as shown below).
     try:
         push = service.initiate_push(
             caller, request_, actor=Actor(ActorType.MEMBER, member.id, member.email)

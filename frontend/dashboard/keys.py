@@ -15,6 +15,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from core.errors import LangoError
+from core.extensions import db
 from frontend.auth import EDITORS, require_role
 from frontend.dashboard import bp
 from tenants import service
@@ -78,7 +79,8 @@ def create_key():
         )
         return _render(form, status=403)
     try:
-        issued = service.create_api_key(g.tenant.id, livemode=g.livemode, name=form.name.data)
+        with db.session.begin_nested():
+            issued = service.create_api_key(g.tenant.id, livemode=g.livemode, name=form.name.data)
     except LangoError as error:
         flash(error.message, "error")
         return _render(form, status=error.status)

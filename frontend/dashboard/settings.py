@@ -143,17 +143,17 @@ def settings_credentials():
     if not form.validate():
         return _settings_page(credentials_form=form, status=400)
     try:
-        credentials.change_credentials(
-            g.tenant.id,
-            shortcode=form.shortcode.data,
-            kind=form.kind.data,
-            till_number=form.till_number.data or None,
-            consumer_key=form.consumer_key.data or None,
-            consumer_secret=form.consumer_secret.data or None,
-            passkey=form.passkey.data or None,
-        )
+        with db.session.begin_nested():
+            credentials.change_credentials(
+                g.tenant.id,
+                shortcode=form.shortcode.data,
+                kind=form.kind.data,
+                till_number=form.till_number.data or None,
+                consumer_key=form.consumer_key.data or None,
+                consumer_secret=form.consumer_secret.data or None,
+                passkey=form.passkey.data or None,
+            )
     except LangoError as error:
-        db.session.rollback()
         _field_errors(form, error)
         return _settings_page(credentials_form=form, status=error.status)
     flash("M-Pesa credentials saved. The secrets are stored encrypted.", "success")
@@ -168,9 +168,9 @@ def settings_kyc():
         return _settings_page(kyc_form=form, status=400)
     details = {name: getattr(form, name).data for name in KYC_FIELDS}
     try:
-        kyc.submit_kyc(g.tenant.id, details)
+        with db.session.begin_nested():
+            kyc.submit_kyc(g.tenant.id, details)
     except LangoError as error:
-        db.session.rollback()
         _field_errors(form, error)
         return _settings_page(kyc_form=form, status=error.status)
     flash(
@@ -189,14 +189,14 @@ def settings_kyc_document():
         return _settings_page(document_form=form, status=400)
     upload = form.file.data
     try:
-        document = kyc.add_document(
-            g.tenant.id,
-            filename=upload.filename or "",
-            content_type=upload.mimetype or "",
-            stream=upload.stream,
-        )
+        with db.session.begin_nested():
+            document = kyc.add_document(
+                g.tenant.id,
+                filename=upload.filename or "",
+                content_type=upload.mimetype or "",
+                stream=upload.stream,
+            )
     except LangoError as error:
-        db.session.rollback()
         _field_errors(form, error)
         return _settings_page(document_form=form, status=error.status)
     flash(f"{document.filename} uploaded.", "success")

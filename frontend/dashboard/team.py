@@ -15,6 +15,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from core.errors import LangoError
+from core.extensions import db
 from frontend.auth import require_role
 from frontend.dashboard import bp
 from frontend.site import email_address, field_error
@@ -62,9 +63,10 @@ def team_invite():
     if not form.validate_on_submit():
         return _render(form, status=400)
     try:
-        invite, token = members.invite_member(
-            g.tenant.id, form.email.data, form.role.data, g.member
-        )
+        with db.session.begin_nested():
+            invite, token = members.invite_member(
+                g.tenant.id, form.email.data, form.role.data, g.member
+            )
     except LangoError as error:
         field_error(form, error)
         return _render(form, status=error.status)
@@ -81,7 +83,8 @@ def team_invite():
 @require_role(MemberRole.OWNER)
 def team_revoke_invite(invite_id: str):
     try:
-        invite = members.revoke_invite(g.tenant.id, invite_id, g.member)
+        with db.session.begin_nested():
+            invite = members.revoke_invite(g.tenant.id, invite_id, g.member)
     except LangoError as error:
         flash(error.message, "error")
         return _render(status=error.status)
@@ -97,7 +100,8 @@ def team_change_role(member_id: str):
         flash("Choose owner, developer or viewer.", "error")
         return _render(status=400)
     try:
-        member = members.change_role(g.tenant.id, member_id, form.role.data, g.member)
+        with db.session.begin_nested():
+            member = members.change_role(g.tenant.id, member_id, form.role.data, g.member)
     except LangoError as error:
         flash(error.message, "error")
         return _render(status=error.status)
@@ -110,9 +114,10 @@ def team_change_role(member_id: str):
 def team_remove_member(member_id: str):
     myself = member_id == g.member.id
     try:
-        member = members.get_member(g.tenant.id, member_id)
-        email = member.email
-        members.remove_member(g.tenant.id, member_id, g.member)
+        with db.session.begin_nested():
+            member = members.get_member(g.tenant.id, member_id)
+            email = member.email
+            members.remove_member(g.tenant.id, member_id, g.member)
     except LangoError as error:
         flash(error.message, "error")
         return _render(status=error.status)

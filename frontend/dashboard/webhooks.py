@@ -131,14 +131,14 @@ def webhooks_create():
     if not form.validate():
         return _endpoint_list(form, 400)
     try:
-        issued = endpoints.create_endpoint(
-            livemode=g.livemode,
-            url=form.url.data.strip(),
-            description=form.description.data or None,
-            enabled_events=form.enabled_events.data,
-        )
+        with db.session.begin_nested():
+            issued = endpoints.create_endpoint(
+                livemode=g.livemode,
+                url=form.url.data.strip(),
+                description=form.description.data or None,
+                enabled_events=form.enabled_events.data,
+            )
     except LangoError as error:
-        db.session.rollback()
         _show_error(form, error)
         return _endpoint_list(form, error.status)
     flash("Endpoint added. Copy its signing secret now.", "success")
@@ -166,15 +166,15 @@ def webhooks_endpoint_update(endpoint_id: str):
     if not form.validate():
         return _endpoint_page(endpoint, form, 400)
     try:
-        endpoints.update_endpoint(
-            endpoint_id,
-            livemode=g.livemode,
-            url=form.url.data.strip(),
-            description=form.description.data or None,
-            enabled_events=form.enabled_events.data,
-        )
+        with db.session.begin_nested():
+            endpoints.update_endpoint(
+                endpoint_id,
+                livemode=g.livemode,
+                url=form.url.data.strip(),
+                description=form.description.data or None,
+                enabled_events=form.enabled_events.data,
+            )
     except LangoError as error:
-        db.session.rollback()
         _show_error(form, error)
         endpoint = endpoints.get_endpoint(endpoint_id, livemode=g.livemode)
         return _endpoint_page(endpoint, form, error.status)
@@ -360,9 +360,11 @@ def webhooks_event_redeliver(event_id: str):
     form = RedeliverForm()
     endpoint_id = form.endpoint_id.data or None
     try:
-        deliveries = events.redeliver_event(event_id, livemode=g.livemode, endpoint_id=endpoint_id)
+        with db.session.begin_nested():
+            deliveries = events.redeliver_event(
+                event_id, livemode=g.livemode, endpoint_id=endpoint_id
+            )
     except LangoError as error:
-        db.session.rollback()
         # An unknown event is a 404 page; an unknown endpoint for a known event a flash.
         if error.param != "endpoint_id":
             raise

@@ -50,6 +50,23 @@ def post_form(client, path: str, data: dict | None = None, **kwargs):
     )
 
 
+class OpenStream:
+    """A Server-Sent Events response left open, in an app context of its own: a server runs
+    each stream on a thread of its own, while in one thread the test client would hand the
+    next request the open stream's context (its `g`, with the signed-in user of a request
+    whose unit of work has ended). Close them newest first."""
+
+    def __init__(self, client, path: str):
+        self._context = client.application.app_context()
+        self._context.push()
+        self.response = client.get(path, buffered=False)
+        self.status_code = self.response.status_code
+
+    def close(self) -> None:
+        self.response.close()
+        self._context.pop()
+
+
 def staff_sign_in(client, account: StaffAccount, clock: Clock, *, second_factor: bool = True):
     """Through the real pages: password, then (unless told otherwise) the TOTP code."""
     clock.advance(30)

@@ -13,9 +13,10 @@ import pytest
 from billing.dunning import suspend_for_billing
 from billing.models import Invoice, Subscription
 from core.extensions import db
+from core.outbox import dispatch
 from tenants.models import Tenant
 from tests.billing.test_invoices import billing_tenant_configured, open_invoice
-from tests.frontend.conftest import HTML, member_page, post_form
+from tests.frontend.conftest import HTML, OpenStream, member_page, post_form
 
 ACCESS = [("/dashboard/billing", member_page())]
 SUCCEEDS = "0708374149"
@@ -60,9 +61,13 @@ def tenant_row(app, tenant_id) -> Tenant:
         return row
 
 
-def wait_for_invoice(app, invoice_id, status, timeout=20.0) -> Invoice:
+def wait_for_invoice(app, invoice_id, status, billing_tenant_id, timeout=20.0) -> Invoice:
+    """Poll the invoice, running the billing tenant's outbox dispatcher as an `events` worker
+    would (its succeeded push settles the invoice in billing's subscriber)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        with app.app_context():
+            dispatch(billing_tenant_id)
         invoice = invoice_row(app, invoice_id)
         if invoice.status.value == status:
             return invoice
@@ -222,7 +227,7 @@ def test_a_suspended_owner_pays_an_invoice_by_mpesa(platform, app, sign_in, bill
     assert response.headers["Location"] == path
     sent = page(client, path)
     assert "We sent an M-Pesa prompt for this invoice to 2547•••••149" in sent
-    paid = wait_for_invoice(app, invoice_id, "paid")
+    paid = wait_for_invoice(app, invoice_id, "paid", billing_tenant.id)
     assert paid.mpesa_stk_push_id.startswith("stk_")
     assert tenant_row(app, owner.tenant.id).status.value == "active"
     after = page(client, path)
@@ -307,14 +312,14 @@ def test_the_invoice_stream_shares_the_members_stream_slots(app, sign_in):
     invoice_path = f"/dashboard/billing/invoices/{open_invoice(app, owner.tenant.id)}/payment"
     push_id = insert_push(app, owner.tenant.id, status="pending")
     opened = [
-        owner.client.get(f"/dashboard/payments/{push_id}/stream", buffered=False)
+        OpenStream(owner.client, f"/dashboard/payments/{push_id}/stream")
         for _ in range(STREAMS_PER_MEMBER)
     ]
     assert [response.status_code for response in opened] == [200] * STREAMS_PER_MEMBER
 
     assert owner.client.get(invoice_path).status_code == 429
     opened.pop().close()
-    opened.append(owner.client.get(invoice_path, buffered=False))
+    opened.append(OpenStream(owner.client, invoice_path))
     assert opened[-1].status_code == 200
     for response in reversed(opened):
         response.close()

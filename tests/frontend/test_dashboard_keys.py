@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from core.unit_of_work import unit_of_work
 from tests.frontend.conftest import HTML, member_page, post_form
 
 ACCESS = [("/dashboard/keys", member_page(viewer=403))]
@@ -169,7 +170,7 @@ def test_the_dashboard_is_held_to_the_api_key_cap(app, sign_in):
     from tenants.service import MAX_ACTIVE_KEYS_PER_MODE, create_api_key
 
     developer = sign_in("developer")
-    with app.app_context():
+    with app.app_context(), unit_of_work():
         for n in range(MAX_ACTIVE_KEYS_PER_MODE - 1):  # with the sign-up's key: at the cap
             create_api_key(developer.tenant.id, livemode=False, name=f"k{n}")
 

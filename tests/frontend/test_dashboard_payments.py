@@ -15,7 +15,7 @@ from core.extensions import db
 from core.ids import new_id
 from core.tenancy import tenant_scope
 from payments.models import MpesaCallback
-from tests.frontend.conftest import HTML, member_page, post_form
+from tests.frontend.conftest import HTML, OpenStream, member_page, post_form
 from tests.payments.test_reports import DAY_START, insert_push
 
 ACCESS = [
@@ -272,11 +272,11 @@ def test_a_member_may_hold_only_a_few_live_streams_at_once(app, sign_in):
     owner = sign_in("owner")
     push_id = insert_push(app, owner.tenant.id, status="pending")
     path = f"/dashboard/payments/{push_id}/stream"
-    opened = [owner.client.get(path, buffered=False) for _ in range(STREAMS_PER_MEMBER)]
+    opened = [OpenStream(owner.client, path) for _ in range(STREAMS_PER_MEMBER)]
     assert [response.status_code for response in opened] == [200] * STREAMS_PER_MEMBER
     assert owner.client.get(path).status_code == 429
     opened.pop().close()  # a tab closed (newest first: each holds a request context)
-    opened.append(owner.client.get(path, buffered=False))
+    opened.append(OpenStream(owner.client, path))
     assert opened[-1].status_code == 200
     for response in reversed(opened):
         response.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.extensions import db
+from core.unit_of_work import unit_of_work
 from payments.credentials import live_credentials
 from tests.frontend.conftest import HTML, member_page, post_form
 
@@ -230,12 +231,13 @@ def test_a_rejection_shows_its_reason_and_allows_a_new_submission(app, sign_in, 
     staff = staff_factory("compliance")
     with app.app_context():
         submission = kyc.latest_submission(owner.tenant.id)
-        kyc.reject_submission(
-            submission.id,
-            reason="The registration number does not match the certificate.",
-            staff_id=staff.id,
-            staff_label=staff.email,
-        )
+        with unit_of_work():
+            kyc.reject_submission(
+                submission.id,
+                reason="The registration number does not match the certificate.",
+                staff_id=staff.id,
+                staff_label=staff.email,
+            )
         db.session.remove()
 
     settings = page(client, "/dashboard/settings")

@@ -13,11 +13,12 @@ from sqlalchemy import select
 
 from core.extensions import db
 from core.tenancy import tenant_scope
+from core.unit_of_work import tenant_unit_of_work
 from tests.frontend.conftest import HTML, member_page, post_form
 from tests.webhooks.test_delivery import Receiver, webhook_settings
 from webhooks import service
-from webhooks.endpoints import signing_secrets
 from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from webhooks.signing import signing_secrets
 
 ACCESS = [
     ("/dashboard/webhooks", member_page()),
@@ -90,12 +91,13 @@ def stored_secrets(app, tenant_id, endpoint_id) -> list[str]:
 
 def deliver_pending(app, tenant_id) -> list[str]:
     """Make the next attempt of every pending delivery now, synchronously (the job's work)."""
-    with app.app_context(), tenant_scope(tenant_id):
-        ids = db.session.scalars(
-            select(WebhookDelivery.id).where(WebhookDelivery.status == DeliveryStatus.PENDING)
-        ).all()
-        db.session.rollback()
-        return [service.deliver(tenant_id, delivery_id) for delivery_id in ids]
+    with app.app_context():
+        with tenant_scope(tenant_id):
+            ids = db.session.scalars(
+                select(WebhookDelivery.id).where(WebhookDelivery.status == DeliveryStatus.PENDING)
+            ).all()
+        with tenant_unit_of_work(tenant_id):
+            return [service.deliver(tenant_id, delivery_id) for delivery_id in ids]
 
 
 def session_cookie(client) -> str:

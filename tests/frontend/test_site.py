@@ -13,6 +13,7 @@ import requests
 from sqlalchemy import select, text
 
 from core.extensions import db
+from core.unit_of_work import unit_of_work
 from tenants import members
 from tenants.models import Member, MemberRole, Tenant
 from tests.accounts import Clock
@@ -65,7 +66,8 @@ def enable_totp(app, member_id: str, clock: Clock) -> str:
 
     secret = pyotp.random_base32()
     with app.app_context():
-        members.confirm_totp(member_id, secret, clock.code(secret))
+        with unit_of_work():
+            members.confirm_totp(member_id, secret, clock.code(secret))
         db.session.remove()
     return secret
 
@@ -418,7 +420,8 @@ def test_sign_in_is_rate_limited_per_ip(app, client, tenant, monkeypatch):
 def make_invite(app, tenant_id: str, email: str, role: str = "developer") -> str:
     with app.app_context():
         owner = db.session.get(Member, owner_id(app, tenant_id))
-        _invite, token = members.invite_member(tenant_id, email, role, owner)
+        with unit_of_work():
+            _invite, token = members.invite_member(tenant_id, email, role, owner)
         db.session.remove()
     return token
 
