@@ -4,12 +4,15 @@ and workers, staff accounts. Only staff with the admin role, after password and 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import select
 
 from compliance.audit import AuditEntry
+from core.events import EventType, record_event, subscribers
+from core.unit_of_work import tenant_unit_of_work, unit_of_work
 from tests.accounts import STAFF_PASSWORD, StaffAccount
 from tests.conftest import ApiClient
 from tests.frontend.conftest import ADMIN_PAGE, HTML, add_member, post_form, staff_sign_in
@@ -115,8 +118,9 @@ def test_tenant_detail_shows_key_prefixes_members_and_usage_never_a_secret(
     tenant = tenant_factory("Kibanda Foods")
     add_member(app, tenant.id, "viewer", email="akinyi.viewer@kibanda.co.ke")
     with app.app_context():
-        extra = create_api_key(tenant.id, livemode=False, name="Old integration")
-        revoke_api_key(tenant.id, extra.key.id, livemode=False)
+        with unit_of_work():
+            extra = create_api_key(tenant.id, livemode=False, name="Old integration")
+            revoke_api_key(tenant.id, extra.key.id, livemode=False)
         with tenant_scope(tenant.id):
             for number in range(2):
                 reserve(tenant.id, False, f"stk_counted{number}")
@@ -346,6 +350,31 @@ def test_queues_page_counts_jobs_and_lists_workers_and_schedulers(app, admin):
         cron.register_death()
         job.delete()
     assert worker.name not in page(admin, "/admin/queues")
+
+
+def subscriber_row(body: str, name: str) -> dict[str, str]:
+    row = re.search(rf'<tr data-subscriber="{re.escape(name)}">(.*?)</tr>', body, re.S).group(1)
+    return dict(re.findall(r'data-field="(\w+)">(?:<[^>]+>)?([^<]+)', row))
+
+
+def test_queues_page_shows_each_subscribers_lag(app, admin, tenant):
+    with app.app_context():
+        names = sorted(subscribers())
+        owed = [n for n in names if subscribers()[n].wants(EventType.PAYMENT_SUCCEEDED)]
+        with tenant_unit_of_work(tenant.id):
+            event = record_event(EventType.PAYMENT_SUCCEEDED, {"object": {}}, livemode=False)
+            event.created_at = datetime.now(UTC) - timedelta(minutes=3)
+    assert owed
+
+    body = page(admin, "/admin/queues")
+
+    for name in names:
+        row = subscriber_row(body, name)
+        if name in owed:
+            assert (row["pending"], row["retrying"]) == ("1", "0")
+            assert 180 <= int(row["oldest"].removesuffix(" s").replace(",", "")) < 240
+        else:
+            assert row == {"pending": "0", "retrying": "0", "oldest": "nothing owed"}
 
 
 # --- staff accounts ---------------------------------------------------------------------------
