@@ -76,16 +76,3 @@ def test_sweeper_skips_retries_not_yet_due(app, app_context, tenant, fast_webhoo
     assert delivery.status == "pending" and delivery.next_attempt_at > datetime.now(UTC)
     assert sweep_due_deliveries(now=datetime.now(UTC) + LATER) == 0
     assert sweep_due_deliveries(now=datetime.now(UTC) + timedelta(hours=2)) == 1
-
-
-def test_queues_command_shows_depths_and_oldest_due(app, app_context, tenant, fast_webhooks):
-    from webhooks.cli import queues
-
-    make_endpoint(tenant.id, "http://127.0.0.1:9/unused")
-    record(tenant.id, n=2)
-    app.extensions["lango.redis"].flushdb()
-    db.session.remove()
-
-    output = app.test_cli_runner().invoke(queues).output
-    assert "webhooks" in output and "oldest due delivery: 20" in output
-    assert tenant.id in output
