@@ -59,6 +59,7 @@ from core import create_app
 from core.cli import upgrade_public
 from core.extensions import db
 from core.tenancy import tenant_scope
+from core.unit_of_work import tenant_unit_of_work, unit_of_work
 from payments import reports
 from tenants.models import Member
 from tenants.service import sign_up
@@ -159,46 +160,43 @@ def seed(app, count: int) -> tuple[str, str, float]:
     """(tenant id, the owner's Flask-Login session id, seconds the INSERT took)."""
     with app.app_context():
         upgrade_public()
-        signed_up = sign_up(
-            "Bench Duka",
-            f"owner-{secrets.token_hex(4)}@bench.example",
-            "s3cure-Passw0rd",
-            plan=roomiest_plan(),
-        )
-        tenant_id = signed_up.tenant.id
-        member = db.session.get(Member, signed_up.owner.id)
-        member.session_nonce = secrets.token_urlsafe(24)
-        session_user = member.get_id()
-        db.session.commit()
-        # A period 20 days old, so the usage meter and chart have weeks of pushes to show.
-        subscription, _plan = current_subscription(tenant_id)
-        period_start = subscription.current_period_start - timedelta(days=20)
-        subscription.current_period_start = period_start
-        subscription.current_period_end -= timedelta(days=20)
-        db.session.commit()
+        with unit_of_work():
+            signed_up = sign_up(
+                "Bench Duka",
+                f"owner-{secrets.token_hex(4)}@bench.example",
+                "s3cure-Passw0rd",
+                plan=roomiest_plan(),
+            )
+            tenant_id = signed_up.tenant.id
+            member = db.session.get(Member, signed_up.owner.id)
+            member.session_nonce = secrets.token_urlsafe(24)
+            session_user = member.get_id()
+            # A period 20 days old, so the usage meter and chart have weeks of pushes to show.
+            subscription, _plan = current_subscription(tenant_id)
+            period_start = subscription.current_period_start - timedelta(days=20)
+            subscription.current_period_start = period_start
+            subscription.current_period_end -= timedelta(days=20)
         started = time.perf_counter()
-        with tenant_scope(tenant_id):
+        with tenant_unit_of_work(tenant_id):
             db.session.execute(
                 text(INSERT_PAYMENTS), {"count": count, "salt": secrets.token_hex(8)}
             )
             counted = db.session.execute(
                 text(INSERT_USAGE), {"period_start": period_start}
             ).rowcount
-            db.session.commit()
-        db.session.execute(
-            text(
-                "INSERT INTO public.usage_counters (tenant_id, livemode, period_start, used) "
-                "VALUES (:tenant_id, false, :period_start, :used) "
-                "ON CONFLICT (tenant_id, livemode, period_start) DO UPDATE SET used = :used"
-            ),
-            {"tenant_id": tenant_id, "period_start": period_start, "used": counted},
-        )
-        db.session.commit()
+        with unit_of_work():
+            db.session.execute(
+                text(
+                    "INSERT INTO public.usage_counters (tenant_id, livemode, period_start, used) "
+                    "VALUES (:tenant_id, false, :period_start, :used) "
+                    "ON CONFLICT (tenant_id, livemode, period_start) DO UPDATE SET used = :used"
+                ),
+                {"tenant_id": tenant_id, "period_start": period_start, "used": counted},
+            )
         inserted = time.perf_counter() - started
-        with tenant_scope(tenant_id):
+        with tenant_unit_of_work(tenant_id):
             db.session.execute(text("ANALYZE stk_pushes"))
             db.session.execute(text("ANALYZE usage_records"))
-            db.session.commit()
         db.session.remove()
     return tenant_id, session_user, inserted
 

@@ -30,6 +30,7 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from core.embedded import start_embedded
 from core.extensions import db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +49,6 @@ def servers() -> Iterator[tuple[str, str]]:
     redis_url = os.environ.get("REDIS_URL")
     embedded = None
     if not database_url or not redis_url:
-        from core.embedded import start_embedded
-
         # platformdirs warns when a container has no XDG_RUNTIME_DIR; nothing here needs it.
         warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
         embedded = start_embedded(ROOT / ".lango" / "bench", database="postgres")
@@ -161,17 +160,20 @@ def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def roomiest_plan() -> str | None:
     """The plan with the largest test-mode allowance, so the push quota does not cut a run
     short and the usage meter reads like a real one; None (the default plan) where there are
-    no plans. Needs an app context."""
+    no plans. Needs an app context; reads in the caller's transaction, which a failed look-up
+    leaves usable (a savepoint)."""
     try:
-        if db.session.scalar(text("SELECT to_regclass('public.plans')")) is None:
-            return None
-        return db.session.scalar(
-            text("SELECT code FROM public.plans WHERE active ORDER BY test_allowance DESC LIMIT 1")
-        )
+        with db.session.begin_nested():
+            if db.session.scalar(text("SELECT to_regclass('public.plans')")) is None:
+                return None
+            return db.session.scalar(
+                text(
+                    "SELECT code FROM public.plans WHERE active ORDER BY test_allowance DESC"
+                    " LIMIT 1"
+                )
+            )
     except DBAPIError:
         return None
-    finally:
-        db.session.rollback()
 
 
 def percentile_ms(samples: list[float], percent: int) -> float:

@@ -2,8 +2,9 @@
 
 Measures the push's own database work, not Daraja: in this process, N threads (each with
 its own app context, so its own session and pooled connection) call
-payments.service.initiate_push in a loop under `tenant_scope`, with `daraja_client` replaced
-by a stub that accepts every push at once (no HTTP, no Redis). Both of initiate_push's
+payments.service.initiate_push in a loop (each push one `tenant_unit_of_work`, as a request
+is one unit), with `daraja_client` replaced by a stub that accepts every push at once (no
+HTTP, no Redis). Both of initiate_push's
 transactions run as in production: the pending push row plus the quota (committed together),
 then the Daraja ids. "on" is billing.quota.reserve as shipped (subscription FOR SHARE, the
 counter's conditional UPDATE, the usage record); "off" is the same code with reserve replaced
@@ -59,6 +60,7 @@ from core import create_app
 from core.cli import upgrade_public
 from core.extensions import db
 from core.tenancy import tenant_scope
+from core.unit_of_work import tenant_unit_of_work, unit_of_work
 from payments.daraja import StkPushAccepted
 from payments.service import PushRequest, initiate_push
 from tenants.service import Caller, sign_up
@@ -123,7 +125,6 @@ def create_bench_plan() -> None:
         ),
         {"code": BENCH_PLAN, "allowance": BENCH_ALLOWANCE},
     )
-    db.session.commit()
 
 
 def sign_up_tenants(app: Flask, count: int, run: str) -> list[str]:
@@ -131,7 +132,7 @@ def sign_up_tenants(app: Flask, count: int, run: str) -> list[str]:
     subscription), four at a time."""
 
     def one(number: int) -> str:
-        with app.app_context():
+        with app.app_context(), unit_of_work():
             signed_up = sign_up(
                 f"Quota Bench {number}",
                 f"owner{number}-{run}@bench.example",
@@ -241,7 +242,7 @@ def run_pushes(
                 request = push_request(rng, number)
                 started = time.perf_counter()
                 try:
-                    with tenant_scope(tenant_id):
+                    with tenant_unit_of_work(tenant_id):
                         initiate_push(caller, request)
                 except Exception as error:
                     errors[f"{type(error).__name__}: {str(error)[:120]}"] += 1
@@ -318,14 +319,14 @@ def check_exactness(
     result = Exactness(checks=1, tenants=len(tenant_ids))
     with app.app_context():
         for tenant_id in tenant_ids:
-            counter = db.session.scalar(
-                text(
-                    "SELECT coalesce(sum(used), 0) FROM public.usage_counters "
-                    "WHERE tenant_id = :tenant_id AND NOT livemode"
-                ),
-                {"tenant_id": tenant_id},
-            )
-            db.session.rollback()
+            with unit_of_work():  # a read, ended before the tenant scope begins
+                counter = db.session.scalar(
+                    text(
+                        "SELECT coalesce(sum(used), 0) FROM public.usage_counters "
+                        "WHERE tenant_id = :tenant_id AND NOT livemode"
+                    ),
+                    {"tenant_id": tenant_id},
+                )
             with tenant_scope(tenant_id):
                 records, bound, distinct, stored = db.session.execute(
                     text(
@@ -464,7 +465,8 @@ def main() -> None:
         )
         with app.app_context():
             upgrade_public()
-            create_bench_plan()
+            with unit_of_work():
+                create_bench_plan()
             db.session.remove()
         started = time.perf_counter()
         tenant_sets = {

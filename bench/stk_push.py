@@ -72,6 +72,7 @@ from core.cli import upgrade_public
 from core.extensions import db
 from core.ids import new_id
 from core.tenancy import tenant_scope
+from core.unit_of_work import tenant_unit_of_work, unit_of_work
 from payments.daraja import _digest
 from payments.models import MpesaCallback, PushStatus, StkPush
 from payments.service import callback_token, hash_token
@@ -379,10 +380,10 @@ def create_known_pushes(app: Flask, tenant_id: str, phones: list[str], rng: rand
         }
         for push in pushes
     ]
-    with app.app_context(), tenant_scope(tenant_id):
-        for start in range(0, len(rows), 500):
-            db.session.execute(insert(StkPush), rows[start : start + 500])
-        db.session.commit()
+    with app.app_context():
+        with tenant_unit_of_work(tenant_id):
+            for start in range(0, len(rows), 500):
+                db.session.execute(insert(StkPush), rows[start : start + 500])
         db.session.remove()
     return pushes
 
@@ -555,10 +556,11 @@ def main() -> None:
             app = create_app(lango_env)
             with app.app_context():
                 upgrade_public()
-                plan = roomiest_plan()
-                signed_up = sign_up(
-                    "Bench Shop", f"owner-{run}@bench.example", "s3cure-Passw0rd", plan=plan
-                )
+                with unit_of_work():
+                    plan = roomiest_plan()
+                    signed_up = sign_up(
+                        "Bench Shop", f"owner-{run}@bench.example", "s3cure-Passw0rd", plan=plan
+                    )
                 tenant_id, secret = signed_up.tenant.id, signed_up.issued.secret
                 key_ids.append(signed_up.issued.key.id)
                 db.session.remove()

@@ -1,12 +1,12 @@
 """Webhook delivery under a steady event rate, printed (not asserted):
 
 1. Steady: `lango worker --processes 2` (the RQ workers, as run in production) and a local
-   receiver in this process. Events are recorded here at a steady rate (record_event in the
-   tenant's scope + commit, so fan-out creates the delivery and enqueues its job after the
-   commit, as in production) on a tenant with one endpoint pointing at the receiver, which
-   answers 200 at once. Prints deliveries/s, event-to-delivery latency p50/p99/max (arrival
-   at the receiver minus the event's created_at), and the events still undelivered after
-   --drain seconds.
+   receiver in this process. Events are recorded here at a steady rate (record_event in a
+   tenant unit of work: on commit the outbox dispatcher is woken, its `events` job fans the
+   event out to the endpoint and enqueues the delivery, as in production) on a tenant with
+   one endpoint pointing at the receiver, which answers 200 at once. Prints deliveries/s,
+   event-to-delivery latency p50/p99/max (arrival at the receiver minus the event's
+   created_at), and the events still undelivered after --drain seconds.
 2. One endpoint hangs: a second tenant gets an endpoint whose receiver never answers within
    WEBHOOK_TIMEOUT_SECONDS (--timeout, small to keep the run short), and the same event rate
    of its own; the healthy tenant's load goes on as in 1. Prints the healthy endpoint's
@@ -64,7 +64,9 @@ from core import create_app
 from core.cli import upgrade_public
 from core.events import record_event
 from core.extensions import db
+from core.outbox import QUEUE_NAME as OUTBOX_QUEUE
 from core.tenancy import tenant_scope
+from core.unit_of_work import tenant_unit_of_work, unit_of_work
 from tenants.service import sign_up
 from webhooks.endpoints import create_endpoint
 from webhooks.models import WebhookAttempt, WebhookDelivery
@@ -201,7 +203,7 @@ def produce(
     app: Flask, phase: Phase, healthy: str, others: list[str], rate: float, seconds: float
 ) -> None:
     """One event per tick per tenant (healthy first), ticks `1/rate` apart for `seconds`,
-    each recorded and committed in its tenant's scope as the payment code does."""
+    each recorded in a unit of work of its tenant, as the payment code does."""
     count = int(rate * seconds)
     with app.app_context():
         phase.started = time.time()
@@ -214,7 +216,7 @@ def produce(
             else:
                 phase.behind = max(phase.behind, lag)
             for tenant_id in [healthy, *others]:
-                with tenant_scope(tenant_id):
+                with tenant_unit_of_work(tenant_id):
                     event = record_event(
                         EVENT_TYPE,
                         {"object": "stk_push", "id": f"bench_{number}", "amount": 100},
@@ -222,7 +224,6 @@ def produce(
                     )
                     # Read before the commit expires them (outside the scope they can't load).
                     event_id, created = event.id, event.created_at.timestamp()
-                    db.session.commit()
                 if tenant_id == healthy:
                     phase.created[event_id] = created
                 else:
@@ -363,32 +364,33 @@ def deliveries_summary(app: Flask, tenant_id: str) -> tuple[Counter, int, Counte
             }
         )
         attempts = sum(outcomes.values())
-        db.session.rollback()
         db.session.remove()
     return statuses, attempts, outcomes
 
 
 def forget_run_jobs(redis_url: str, tenant_ids: list[str]) -> int:
-    """Delete the webhook jobs of this run's tenants still in Redis (queued, scheduled,
-    started or failed): their database is gone."""
+    """Delete the webhook and outbox jobs of this run's tenants still in Redis (queued,
+    scheduled, started or failed): their database is gone."""
     from rq import Queue
     from rq.job import Job
 
     deleted = 0
     try:
         redis = Redis.from_url(redis_url)
-        queue = Queue(QUEUE_NAME, connection=redis)
-        job_ids = set(queue.get_job_ids())
-        for registry in (
-            queue.scheduled_job_registry,
-            queue.started_job_registry,
-            queue.failed_job_registry,
-            queue.deferred_job_registry,
-            queue.finished_job_registry,
-            queue.canceled_job_registry,
-        ):
-            with suppress(Exception):
-                job_ids.update(registry.get_job_ids())
+        job_ids = set()
+        for name in (QUEUE_NAME, OUTBOX_QUEUE):
+            queue = Queue(name, connection=redis)
+            job_ids.update(queue.get_job_ids())
+            for registry in (
+                queue.scheduled_job_registry,
+                queue.started_job_registry,
+                queue.failed_job_registry,
+                queue.deferred_job_registry,
+                queue.finished_job_registry,
+                queue.canceled_job_registry,
+            ):
+                with suppress(Exception):
+                    job_ids.update(registry.get_job_ids())
         ours = set(tenant_ids)
         for job in Job.fetch_many(list(job_ids), connection=redis):
             if job is not None and job.args and job.args[0] in ours:
@@ -474,17 +476,18 @@ def main() -> None:
                 with app.app_context():
                     upgrade_public()
                     for name in ("healthy", "hanging"):
-                        signed_up = sign_up(
-                            f"Webhook Bench {name}",
-                            f"{name}-{run}@bench.example",
-                            "s3cure-Passw0rd",
-                            plan=PLAN,
-                        )
+                        with unit_of_work():
+                            signed_up = sign_up(
+                                f"Webhook Bench {name}",
+                                f"{name}-{run}@bench.example",
+                                "s3cure-Passw0rd",
+                                plan=PLAN,
+                            )
                         tenant_ids.append(signed_up.tenant.id)
                     db.session.remove()
                 healthy, hanging = tenant_ids
                 with app.app_context():
-                    with tenant_scope(healthy):
+                    with tenant_unit_of_work(healthy):
                         create_endpoint(
                             livemode=False, url=receiver.url("/ok"), enabled_events=[EVENT_TYPE]
                         )
@@ -509,7 +512,7 @@ def main() -> None:
                     print_phase(steady, receiver, args)
 
                     with app.app_context():
-                        with tenant_scope(hanging):
+                        with tenant_unit_of_work(hanging):
                             create_endpoint(
                                 livemode=False,
                                 url=receiver.url("/hang"),
