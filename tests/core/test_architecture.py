@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 
 import pytest
 
@@ -80,3 +81,27 @@ def test_an_import_inside_a_function_says_why(package):
         if not above.startswith("#")
     ]
     assert unexplained == []
+
+
+def _contract(name_starts: str) -> dict:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    return next(c for c in config["contracts"] if c["name"].startswith(name_starts))
+
+
+def _modules_of(package: str, *, leaving_out: str) -> set[str]:
+    return {
+        f"{package}.{path.stem if path.is_file() else path.name}"
+        for path in (ROOT / package).iterdir()
+        if (path.suffix == ".py" and path.stem != "__init__") or (path / "__init__.py").exists()
+    } - {f"{package}.{leaving_out}"}
+
+
+def test_the_sandbox_contract_names_every_other_payments_module():
+    # A forbidden contract lists modules: a new payments module must join the list.
+    forbidden = set(_contract("The Daraja sandbox")["forbidden_modules"])
+    assert _modules_of("payments", leaving_out="sandbox") <= forbidden
+
+
+def test_the_stripe_contract_names_every_other_billing_module():
+    sources = set(_contract("Only billing's Stripe module")["source_modules"])
+    assert _modules_of("billing", leaving_out="stripe_gateway") <= sources
