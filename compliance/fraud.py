@@ -273,6 +273,31 @@ def open_review_case(tenant_id: str, stk_push_id: str, rule_id: str) -> FraudRev
     return case
 
 
+@dataclass(frozen=True)
+class PushReviewCase:
+    """What a tenant may see of the review case a push opened."""
+
+    id: str
+    status: str
+    rule_id: str
+    rule_description: str | None
+    created_at: datetime
+
+
+def review_case_of_push(tenant_id: str, stk_push_id: str) -> PushReviewCase | None:
+    """The review case the tenant's push opened (at most one), with its rule's description;
+    None when screening let the push through without one. Read in the caller's transaction."""
+    row = db.session.execute(
+        select(FraudReviewCase, FraudRule.description)
+        .outerjoin(FraudRule, FraudRule.id == FraudReviewCase.rule_id)
+        .where(FraudReviewCase.stk_push_id == stk_push_id, FraudReviewCase.tenant_id == tenant_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    case, description = row
+    return PushReviewCase(case.id, case.status, case.rule_id, description, case.created_at)
+
+
 def count_cancellation(event: Event) -> None:
     """Outbox subscriber of `payment.cancelled`: a push the customer cancelled feeds the
     `phone_cancellations_1h` counter, as of when the event was recorded (idempotent per

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Select, func, select
 
-from compliance.fraud import FraudReviewCase, FraudRule
+from compliance.fraud import PushReviewCase, review_case_of_push
 from core.extensions import db
 from core.tenancy import require_tenant, tenant_scope
 from payments import service
@@ -154,22 +154,13 @@ def _csv_value(value):
 
 
 @dataclass(frozen=True)
-class ReviewCase:
-    id: str
-    status: str
-    rule_id: str
-    rule_description: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
 class PushDetail:
     """One push with the raw Daraja callbacks about it (as received, oldest first) and the
     fraud review case it opened, if any."""
 
     push: StkPush
     callbacks: list[MpesaCallback]
-    review_case: ReviewCase | None
+    review_case: PushReviewCase | None
 
 
 def push_detail(push_id: str, *, livemode: bool) -> PushDetail:
@@ -184,16 +175,7 @@ def push_detail(push_id: str, *, livemode: bool) -> PushDetail:
             .order_by(MpesaCallback.received_at, MpesaCallback.id)
         )
     )
-    row = db.session.execute(
-        select(FraudReviewCase, FraudRule.description)
-        .outerjoin(FraudRule, FraudRule.id == FraudReviewCase.rule_id)
-        .where(FraudReviewCase.stk_push_id == push.id, FraudReviewCase.tenant_id == tenant_id)
-    ).one_or_none()
-    case = None
-    if row is not None:
-        found, description = row
-        case = ReviewCase(found.id, found.status, found.rule_id, description, found.created_at)
-    return PushDetail(push, callbacks, case)
+    return PushDetail(push, callbacks, review_case_of_push(tenant_id, push.id))
 
 
 def status_message(push: StkPush) -> dict:
