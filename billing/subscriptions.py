@@ -107,6 +107,11 @@ def get_plan(code: str, *, active_only: bool = True) -> Plan:
     return plan
 
 
+def find_plan(code: str) -> Plan | None:
+    """The plan with this code, retired or not; None when there is none."""
+    return db.session.get(Plan, code)
+
+
 def list_plans() -> list[Plan]:
     """The plans on offer (active ones), in catalog order."""
     statement = select(Plan).where(Plan.active.is_(True)).order_by(Plan.position, Plan.code)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from billing import ledger
+from billing.models import Subscription, UsageCounter
 from billing.periods import prepaying_invoice
 from billing.subscriptions import current_subscription
 from core.extensions import db
@@ -112,3 +113,21 @@ def usage_drift(tenant_id: str, period_start: datetime) -> list[UsageDrift]:
         for livemode, counter, records in rows
         if counter != records
     ]
+
+
+def counted_this_period(tenant_id: str) -> tuple[int, int]:
+    """(live, test) pushes counted in the tenant's current period, from its quota counters:
+    one platform query, cheap enough for a list of tenants (the ledger lives in each tenant's
+    schema). (0, 0) for a tenant without a subscription."""
+    used = dict(
+        db.session.execute(
+            select(UsageCounter.livemode, UsageCounter.used)
+            .join(
+                Subscription,
+                (Subscription.tenant_id == UsageCounter.tenant_id)
+                & (Subscription.current_period_start == UsageCounter.period_start),
+            )
+            .where(UsageCounter.tenant_id == tenant_id)
+        ).all()
+    )
+    return used.get(True, 0), used.get(False, 0)

@@ -124,7 +124,7 @@ def submit_kyc(tenant_id: str, details: dict) -> KycSubmission:
             param="kra_pin",
         )
     db.session.scalar(select(Tenant).where(Tenant.id == tenant_id).with_for_update())
-    latest = _latest(tenant_id)
+    latest = find_latest_submission(tenant_id)
     if latest is not None and latest.status == KycStatus.SUBMITTED:
         raise KycPending()
     if latest is not None and latest.status == KycStatus.APPROVED:
@@ -137,7 +137,7 @@ def submit_kyc(tenant_id: str, details: dict) -> KycSubmission:
 
 def latest_submission(tenant_id: str) -> KycSubmission:
     """The tenant's latest submission, with its status and any rejection reason."""
-    submission = _latest(tenant_id)
+    submission = find_latest_submission(tenant_id)
     if submission is None:
         raise KycMissing("No KYC submission yet: POST /v1/compliance/kyc.")
     return submission
@@ -154,7 +154,7 @@ def add_document(
         raise ValidationFailed(
             f"file: send a PDF, PNG or JPEG (got {content_type or 'no type'}).", param="file"
         )
-    submission = _latest(tenant_id)
+    submission = find_latest_submission(tenant_id)
     if submission is None or submission.status != KycStatus.SUBMITTED:
         raise KycMissing("No KYC submission awaits review: POST /v1/compliance/kyc first.")
     document_id = new_id("kycdoc")
@@ -202,7 +202,9 @@ def storage_dir() -> Path:
     return Path(current_app.config.get("KYC_STORAGE_DIR") or DEFAULT_STORAGE_DIR).resolve()
 
 
-def _latest(tenant_id: str) -> KycSubmission | None:
+def find_latest_submission(tenant_id: str) -> KycSubmission | None:
+    """The tenant's latest submission, or None (the admin console shows it beside the
+    tenant)."""
     return db.session.scalar(
         select(KycSubmission)
         .where(KycSubmission.tenant_id == tenant_id)

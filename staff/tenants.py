@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, or_, select, update
 
-from billing.models import Plan, Subscription, UsageCounter
+from billing.models import Plan, Subscription
+from billing.subscriptions import current_subscription, find_plan
+from billing.usage import counted_this_period
 from compliance.audit import Actor, ActorType, AuditAction, record
-from compliance.kyc import KycSubmission
+from compliance.kyc import KycSubmission, find_latest_submission
 from core.api import paginate
 from core.errors import Conflict, NotFound
 from core.extensions import db
@@ -154,18 +156,8 @@ def _view(tenant: Tenant) -> TenantView:
             .order_by(AdminSuspension.suspended_at.desc())
             .limit(1)
         )
-    usage = dict(
-        db.session.execute(
-            select(UsageCounter.livemode, UsageCounter.used)
-            .join(
-                Subscription,
-                (Subscription.tenant_id == UsageCounter.tenant_id)
-                & (Subscription.current_period_start == UsageCounter.period_start),
-            )
-            .where(UsageCounter.tenant_id == tenant.id)
-        ).all()
-    )
-    return TenantView(tenant, owner_email, suspension, usage.get(True, 0), usage.get(False, 0))
+    live, test = counted_this_period(tenant.id)
+    return TenantView(tenant, owner_email, suspension, live, test)
 
 
 # --- the admin console's tenant page --------------------------------------------------------
@@ -231,24 +223,17 @@ def get_tenant_detail(tenant_id: str, *, suspensions: int = 10) -> TenantDetail:
     expired included), members, latest KYC submission and its last admin suspensions.
     Raises NotFound."""
     view = get_tenant_view(tenant_id)
-    row = db.session.execute(
-        select(Subscription, Plan)
-        .join(Plan, Plan.code == Subscription.plan_code)
-        .where(Subscription.tenant_id == tenant_id)
-    ).one_or_none()
-    subscription, plan = row if row is not None else (None, db.session.get(Plan, view.plan))
+    try:
+        subscription, plan = current_subscription(tenant_id)
+    except LookupError:
+        subscription, plan = None, find_plan(view.plan)
     keys = db.session.scalars(
         select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.id.desc())
     )
     members = db.session.scalars(
         select(Member).where(Member.tenant_id == tenant_id).order_by(Member.created_at, Member.id)
     )
-    kyc = db.session.scalar(
-        select(KycSubmission)
-        .where(KycSubmission.tenant_id == tenant_id)
-        .order_by(KycSubmission.id.desc())
-        .limit(1)
-    )
+    kyc = find_latest_submission(tenant_id)
     return TenantDetail(
         view=view,
         plan=plan,
