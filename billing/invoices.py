@@ -21,10 +21,7 @@ from redis.exceptions import LockError
 from sqlalchemy import select
 
 from billing import collection
-from billing.collection import (
-    InvoicePaymentUnavailable,
-    mpesa_payment_status,  # noqa: F401 (the dashboard reads it here until it imports billing.collection)
-)
+from billing.collection import InvoicePaymentUnavailable
 from billing.dunning import collected_by_stripe, reinstate_after_payment
 from billing.models import Invoice, InvoiceKind, InvoiceStatus, Subscription
 from billing.periods import start_paid_upgrade

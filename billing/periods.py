@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from billing import ledger, subscriptions
@@ -243,7 +243,10 @@ def _write_invoice(subscription: Subscription, plan: Plan, now: datetime) -> str
         )
         .on_conflict_do_nothing(
             index_elements=[Invoice.tenant_id, Invoice.period_start],
-            index_where=Invoice.kind == InvoiceKind.PERIOD,
+            # A literal, not a bound parameter: once psycopg prepares the statement (its fifth
+            # run on a connection), PostgreSQL can no longer match a parameter to the
+            # partial index's predicate ("no unique or exclusion constraint matching").
+            index_where=text(f"kind = '{InvoiceKind.PERIOD.value}'"),
         )
         .returning(Invoice.id)
     )

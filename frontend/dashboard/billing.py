@@ -19,6 +19,7 @@ from wtforms import RadioField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, ValidationError
 
+from billing import collection
 from billing import invoices as invoice_service
 from billing import subscriptions as subscription_service
 from billing import usage as usage_service
@@ -226,7 +227,7 @@ def billing_invoice_payment(invoice_id: str):
 def _invoice_page(invoice_id: str, form: PayForm, status: int = 200):
     invoice = invoice_service.get_invoice(g.tenant.id, invoice_id)
     push_id = invoice.mpesa_stk_push_id
-    payment = invoice_service.mpesa_payment_status(invoice_id, push_id)
+    payment = collection.mpesa_payment_status(invoice_id, push_id)
     invoice = invoice_service.get_invoice(g.tenant.id, invoice_id)  # read after the rollback
     body = render_template(
         "dashboard/invoice.html",
@@ -244,7 +245,7 @@ def _invoice_page(invoice_id: str, form: PayForm, status: int = 200):
 def _payment_state(tenant_id: str, invoice_id: str) -> dict:
     invoice = invoice_service.get_invoice(tenant_id, invoice_id)
     status, push_id = invoice.status.value, invoice.mpesa_stk_push_id
-    payment = invoice_service.mpesa_payment_status(invoice_id, push_id)
+    payment = collection.mpesa_payment_status(invoice_id, push_id)
     return {
         "status": status,
         "payment": payment,
