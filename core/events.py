@@ -4,7 +4,8 @@ A domain records an event in the same transaction as the state change it describ
 (`record_event`), and nothing else runs in that transaction: the event and one handling row
 per interested subscriber are inserted, that is all. Subscribers are registered by packages
 in their `init_app` (`subscribe`); the dispatcher (core.outbox) hands each event to each of
-them later, each in its own transaction, exactly once as recorded in `event_handlings`.
+them later, outside the recording transaction, exactly once as recorded in
+`event_handlings`.
 The database, not Redis, is the record of what is owed, so a Redis flush or a killed worker
 loses nothing.
 """
@@ -90,8 +91,10 @@ def subscribe(
 ) -> None:
     """Register `handler(event)` for events of `types` (all when None), under a stable
     `name` (it is stored with each handling). The handler runs in the event's tenant scope,
-    in its own transaction, which it must not commit; it raises to be retried. Effects
-    outside the database (Redis, queues) may repeat after a crash: make them idempotent."""
+    in a savepoint of the dispatcher's transaction that marks it handled (so its work and
+    "handled" commit together); it must not commit, and it raises to be retried (its work
+    is then rolled back alone). Effects outside the database (Redis, queues) may repeat
+    after a crash: make them idempotent."""
     subscribers: dict[str, Subscriber] = app.extensions.setdefault(_SUBSCRIBERS, {})
     if name in subscribers:
         raise ValueError(f"subscriber {name!r} is registered twice")

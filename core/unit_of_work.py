@@ -7,15 +7,17 @@ The edges are here and nowhere else:
 - a request: `init_app` commits after the view returns, or rolls back when an error handler
   answered (core.errors marks the request failed);
 - a job: `core.jobs.app_job` runs the job in `unit_of_work()`;
-- a command: commands are made with `core.cli.command` / `core.cli.group`, which run the
-  command in `unit_of_work()`;
+- a command: commands are made with `core.commands.command` / `core.commands.group`, which
+  run the command in `unit_of_work()`;
 - a loop over tenants (a job or command visiting each tenant): `tenant_unit_of_work(t)`
   per tenant, so one tenant's failure is its own.
 
 A commit in the middle of a unit is a `checkpoint(Checkpoint.…)`: one named call, used only
-where the design needs durability before an outside call (the pending push before Daraja is
-called, a callback's raw body before it is parsed, an idempotency claim, a webhook delivery
-claimed before it is sent). A grep for `commit()` outside this module finds none.
+where the design needs something durable before the unit goes on — before an outside call
+(the pending push before Daraja is called, a webhook delivery claimed before it is sent),
+before parsing (a callback's raw body), before the work it guards (an idempotency claim), or
+although the request then fails (a push Daraja refused, a failed sign-in's audit entry).
+`Checkpoint` names each one. A grep for `commit()` outside this module finds none.
 """
 
 from __future__ import annotations
@@ -57,8 +59,6 @@ class Checkpoint(StrEnum):
     DELIVERY_CLAIM = "webhook delivery claimed before it is sent"
     # The key's platform transaction ends before the request's tenant-bound ones begin.
     CALLER_RESOLVED = "API key resolved before the tenant transaction begins"
-    # A Stripe or Daraja call whose outcome must not be lost if the rest of the unit fails.
-    BEFORE_OUTSIDE_CALL = "state recorded before an outside call"
     # A Stripe event that failed to apply is recorded `failed`, although its request then
     # fails (500) so that Stripe delivers it again.
     STRIPE_EVENT_FAILED = "failed Stripe event recorded before the request fails"
