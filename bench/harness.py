@@ -180,3 +180,31 @@ def percentile_ms(samples: list[float], percent: int) -> float:
     """The `percent`th percentile of `samples` (seconds) in milliseconds; needs two samples
     or more."""
     return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1] * 1000
+
+
+# --- CPU, from /proc ------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_now(worker_group: int) -> tuple[float, float]:
+    """(CPU seconds the whole machine has used, all but idle and iowait; CPU seconds of the
+    worker processes' group so far), from /proc; zeros where there is no /proc."""
+    try:
+        with open("/proc/stat") as handle:
+            ticks = [int(value) for value in handle.readline().split()[1:9]]
+        machine = (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
+        pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    workers = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                stat = handle.read().decode(errors="replace")
+            rest = stat[stat.rindex(")") + 2 :].split()
+            if int(rest[2]) == worker_group:
+                workers += (int(rest[11]) + int(rest[12])) / CLOCK_TICKS
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return machine, workers
